@@ -1,0 +1,1 @@
+"""Downstream consumers: recipient inboxes (and, later, the common-database projector)."""

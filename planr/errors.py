@@ -1,0 +1,67 @@
+"""One exception root for planr-bus.
+
+Errors carry attributes (``retriable``, ``reason``) rather than forming deep ``isinstance``
+trees. Messages carry ids and labels only, never signal content or key material.
+"""
+
+from __future__ import annotations
+
+
+class PlanrError(Exception):
+    """Root of every error raised by planr-bus.
+
+    ``reason`` is a short machine label (used as a metric label and dead-letter reason);
+    ``retriable`` says whether trying the same operation again may succeed.
+    """
+
+    reason: str = "error"
+    retriable: bool = False
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class UsageError(PlanrError, ValueError):
+    """The caller passed something invalid (bad input line, bad policy file, bad option)."""
+
+    reason = "usage"
+
+
+class DecodeError(PlanrError, ValueError):
+    """Bytes that cannot be read as a known Avro message."""
+
+    reason = "undecodable"
+
+
+class UnknownSchemaError(DecodeError):
+    """The message names a writer schema (fingerprint) that this reader does not know."""
+
+    reason = "unknown_schema"
+
+
+class InvalidSignalError(PlanrError, ValueError):
+    """A decoded signal that breaks the contract (unknown location, agency mismatch, ...)."""
+
+    reason = "invalid_signal"
+
+
+class PolicyError(UsageError):
+    """A policy file that does not validate; the message names the place in the file."""
+
+    reason = "policy"
+
+
+class BrokerError(PlanrError, RuntimeError):
+    """The embedded broker could not be started or did not answer."""
+
+    reason = "broker"
+    retriable = True
+
+
+class DeliveryError(PlanrError, RuntimeError):
+    """An output was not acknowledged by the broker; offsets covering it are not committed."""
+
+    reason = "delivery"
+    retriable = True

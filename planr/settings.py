@@ -1,0 +1,39 @@
+"""The one settings object, read only at the entry point (the CLI).
+
+Library classes never read the environment: they take explicit arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "routing" / "policy.yaml"
+
+
+class Settings(BaseSettings):
+    """planr-bus settings, from ``PLANR_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="PLANR_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers; unset means: start the embedded Tansu broker.",
+    )
+    policy: Path = Field(default=DEFAULT_POLICY, description="Path to the need-to-know policy.")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve Prometheus metrics on this port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address for the metrics server.")
+    log_format: Literal["json", "console"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    topic_prefix: str = Field(default="planr", pattern=r"^[A-Za-z0-9_-]+$")
+    data_dir: Path = Field(default=Path(".planr"), description="Local state (databases).")
+    db_url: str | None = Field(default=None, description="Database URL; unset means SQLite.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None

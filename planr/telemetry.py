@@ -1,0 +1,108 @@
+"""Structured logging and Prometheus metrics.
+
+Need-to-know applies here too: log events and metric labels carry ids and labels (agency,
+recipient class, outcome, reason) and never signal content (summaries, grounds, subjects'
+details) or key material.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import cache
+from typing import Literal
+
+import structlog
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import start_http_server as _start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def configure_logging(
+    fmt: Literal["json", "console"] = "console", level: str = "info"
+) -> None:
+    """Configure structlog once, at the entry point. Logs go to stderr."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+class Metrics:
+    """Every metric of planr-bus, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.signals_published = Counter(
+            "planr_signals_published",
+            "Signals published to an ingress topic, by agency.",
+            ["agency"],
+            registry=registry,
+        )
+        self.signals_routed = Counter(
+            "planr_signals_routed",
+            "Signals taken through the need-to-know decision, by source agency.",
+            ["agency"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "planr_routing_decisions",
+            "Need-to-know decisions, by recipient class and outcome.",
+            ["recipient_class", "outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "planr_dead_letters",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.routing_latency = Histogram(
+            "planr_routing_latency_seconds",
+            "From publication of a signal to acknowledgement of its deliveries.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "planr_router_batch_records",
+            "Records per routing batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.policy_info = Gauge(
+            "planr_policy_info",
+            "The policy version in force (value 1).",
+            ["version"],
+            registry=registry,
+        )
+        self.aggregates_emitted = Counter(
+            "planr_ntf_aggregates_emitted",
+            "Aggregate records emitted to the National Taskforce.",
+            registry=registry,
+        )
+
+
+@cache
+def default_metrics() -> Metrics:
+    """The process-wide metrics on prometheus_client's default registry."""
+    return Metrics(REGISTRY)
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve /metrics of the default registry over HTTP (a daemon thread)."""
+    _start_http_server(port, addr=host, registry=REGISTRY)

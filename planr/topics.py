@@ -1,0 +1,110 @@
+"""Topic naming and provisioning.
+
+Naming scheme (``<p>`` is the topic prefix, ``planr`` by default)::
+
+    <p>.ingress.<agency>           one per publishing service (14)
+    <p>.deliver.tfl.<arrondissement>
+    <p>.deliver.wg.<group>
+    <p>.deliver.csilr.<REFNIS>
+    <p>.deliver.ftf-db             the common-database projector's input
+    <p>.deliver.ntf                aggregates for the National Taskforce
+    <p>.audit.routing              one RoutingDecision per (signal, candidate recipient)
+    <p>.internal.ntf-facts         minimal facts the NTF aggregator counts
+    <p>.deadletter                 records that could not be processed, with a reason
+
+One topic per recipient lets broker ACLs isolate each recipient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+from aiokafka.admin import NewTopic
+
+from planr.domain import Agency, Recipient, all_recipients
+from planr.kafka import KafkaConnection, make_admin
+
+log = structlog.get_logger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = "planr"
+
+    def ingress(self, agency: Agency | str) -> str:
+        return f"{self.prefix}.ingress.{Agency(agency).value}"
+
+    def agency_of_ingress(self, topic: str) -> Agency | None:
+        head = f"{self.prefix}.ingress."
+        if not topic.startswith(head):
+            return None
+        try:
+            return Agency(topic[len(head) :])
+        except ValueError:
+            return None
+
+    def all_ingress(self) -> list[str]:
+        return [self.ingress(a) for a in Agency]
+
+    def delivery(self, recipient: Recipient) -> str:
+        suffix = recipient.cls.value if recipient.key is None else f"{recipient.cls}.{recipient.key}"
+        return f"{self.prefix}.deliver.{suffix}"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}.audit.routing"
+
+    @property
+    def ntf_facts(self) -> str:
+        return f"{self.prefix}.internal.ntf-facts"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}.deadletter"
+
+    def everything(self) -> list[str]:
+        return [
+            *self.all_ingress(),
+            *(self.delivery(r) for r in all_recipients()),
+            self.audit,
+            self.ntf_facts,
+            self.dead_letter,
+        ]
+
+
+def partitions_for(topics: Topics, name: str) -> int:
+    """Ingress and audit topics are partitioned by subject/event key; deliveries are small."""
+    if name.startswith(f"{topics.prefix}.ingress.") or name == topics.audit:
+        return 3
+    return 1
+
+
+async def provision(
+    conn: KafkaConnection, topics: Topics, names: Iterable[str] | None = None
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Idempotent."""
+    wanted = list(names) if names is not None else topics.everything()
+    admin = make_admin(conn)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        created: list[str] = []
+        for i in range(0, len(missing), 100):
+            chunk = missing[i : i + 100]
+            response = await admin.create_topics(
+                [NewTopic(t, partitions_for(topics, t), 1) for t in chunk]
+            )
+            for name, code, *_ in response.topic_errors:
+                if code == 0:
+                    created.append(name)
+                elif code != _TOPIC_ALREADY_EXISTS:
+                    raise RuntimeError(f"could not create topic {name}: error code {code}")
+        log.info("topics.provisioned", created=len(created), existing=len(wanted) - len(missing))
+        return created
+    finally:
+        await admin.close()

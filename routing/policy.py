@@ -1,0 +1,220 @@
+"""The need-to-know policy file: its schema, validation and version.
+
+The policy is data (``routing/policy.yaml``), not code. Semantics, as in Cedar and OPA:
+
+- default deny: a recipient gets a signal only if a ``permit`` rule matches;
+- a matching ``forbid`` overrides every ``permit``;
+- every rule has an id and a one-line description; a decision names the rule(s) that decided;
+- the version is a content hash of the parsed policy, carried by every decision and delivery.
+
+Loading rejects unknown keys, recipient classes, enum values, municipality and arrondissement
+ids, and names the line of the file where the problem is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from planr import territory
+from planr.domain import (
+    Agency,
+    Classification,
+    Domain,
+    Handling,
+    Phenomenon,
+    Recipient,
+    RecipientClass,
+    Reliability,
+    Status,
+    SubjectKind,
+    Tlp,
+    WorkingGroup,
+)
+from planr.errors import PolicyError, UsageError
+from routing.yamlmap import line_of, load_with_lines
+
+SIGNAL_FIELDS = (
+    "event_id", "agency", "occurred_at", "published_at", "subject", "location", "phenomena",
+    "domains", "classification", "handling", "tlp", "reliability", "accuracy", "local_sharing",
+    "named_recipients", "summary", "ftf",
+)  # fmt: skip
+AGGREGATE = "aggregate"
+
+OneLine = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\n]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassSpec(_Strict):
+    """How a recipient class takes part: which of its recipients are candidates, which view."""
+
+    description: OneLine
+    candidates: Literal["arrondissement", "municipality", "all"]
+    view: str
+
+
+class Remit(_Strict):
+    """What a working group works on; a signal matching any listed value is in its remit."""
+
+    phenomena: list[Phenomenon] = []
+    domains: list[Domain] = []
+    statuses: list[Status] = []
+
+
+class Conditions(_Strict):
+    """All given conditions must hold for a rule to match (an empty set always matches)."""
+
+    classification_at_most: Classification | None = None
+    classification_above: Classification | None = None
+    handling: list[Handling] | None = None
+    tlp: list[Tlp] | None = None
+    reliability: list[Reliability] | None = None
+    accuracy_at_most: int | None = Field(default=None, ge=1, le=4)
+    local_sharing: bool | None = None
+    subject_kind: list[SubjectKind] | None = None
+    statuses_any: list[Status] | None = None
+    phenomena_any: list[Phenomenon] | None = None
+    domains_any: list[Domain] | None = None
+    agency: list[Agency] | None = None
+    location_arrondissement: list[str] | None = None
+    location_municipality: list[str] | None = None
+    territory: Literal["arrondissement", "municipality"] | None = None
+    remit: bool | None = None
+    named: bool | None = None
+
+    @field_validator("location_arrondissement")
+    @classmethod
+    def _known_arrondissements(cls, v: list[str] | None) -> list[str] | None:
+        for a in v or []:
+            if a not in territory.arrondissement_ids():
+                raise ValueError(f"unknown arrondissement id {a!r}")
+        return v
+
+    @field_validator("location_municipality")
+    @classmethod
+    def _known_municipalities(cls, v: list[str] | None) -> list[str] | None:
+        for m in v or []:
+            if not territory.is_municipality(m):
+                raise ValueError(f"unknown municipality REFNIS code {m!r}")
+        return v
+
+
+def _check_targets(v: list[str] | None) -> list[str] | None:
+    for t in v or []:
+        if t in {c.value for c in RecipientClass}:
+            continue
+        try:
+            Recipient.parse(t)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+    return v
+
+
+class Rule(_Strict):
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+    effect: Literal["permit", "forbid"]
+    description: OneLine
+    recipients: list[str] | None = Field(
+        default=None, description="Recipient classes or recipient ids; omitted means all."
+    )
+    except_: list[str] = Field(default=[], alias="except")
+    when: Conditions = Conditions()
+
+    _targets = field_validator("recipients", "except_")(_check_targets)
+
+
+class PolicyDocument(_Strict):
+    name: OneLine
+    description: str = ""
+    classes: dict[RecipientClass, ClassSpec]
+    working_groups: dict[WorkingGroup, Remit]
+    views: dict[str, list[str] | Literal["aggregate"]]
+    rules: list[Rule]
+
+    @field_validator("views")
+    @classmethod
+    def _view_fields(cls, v: dict[str, list[str] | str]) -> dict[str, list[str] | str]:
+        for name, fields in v.items():
+            if fields == AGGREGATE:
+                continue
+            for f in fields:
+                if f not in SIGNAL_FIELDS:
+                    raise ValueError(f"view {name!r}: {f!r} is not a field of a signal")
+            if len(set(fields)) != len(fields):
+                raise ValueError(f"view {name!r} lists a field twice")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        missing = [c.value for c in RecipientClass if c not in self.classes]
+        if missing:
+            raise ValueError(f"classes: missing recipient classes {missing}")
+        missing = [w.value for w in WorkingGroup if w not in self.working_groups]
+        if missing:
+            raise ValueError(f"working_groups: missing groups {missing}")
+        for cls_, spec in self.classes.items():
+            if spec.view not in self.views:
+                raise ValueError(f"classes.{cls_.value}: view {spec.view!r} is not defined")
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen or rule.id == "default-deny":
+                raise ValueError(f"rule id {rule.id!r} is used twice or reserved")
+            seen.add(rule.id)
+        return self
+
+
+class Policy:
+    """A validated policy document with its version (content hash)."""
+
+    def __init__(self, document: PolicyDocument, version: str, source: str = "") -> None:
+        self.document = document
+        self.version = version
+        self.source = source
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.document.rules
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<policy>") -> Policy:
+        try:
+            data, lines = load_with_lines(text)
+        except ValueError as exc:
+            raise PolicyError(f"{source}: {exc}") from None
+        if not isinstance(data, dict):
+            raise PolicyError(f"{source}: line 1: the policy must be a mapping")
+        try:
+            doc = PolicyDocument.model_validate(data)
+        except ValidationError as exc:
+            raise PolicyError(_describe(exc, lines, source)) from None
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        version = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return cls(doc, version, source)
+
+    @classmethod
+    def load(cls, path: Path) -> Policy:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read policy ({exc.strerror})") from None
+        return cls.from_text(text, str(path))
+
+
+def _describe(exc: ValidationError, lines: dict[Any, int], source: str) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        loc = tuple("except" if p == "except_" else p for p in loc)
+        line = line_of(lines, loc)
+        where = f"line {line}" if line is not None else "line ?"
+        path = ".".join(str(p) for p in loc) or "(top)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{source}: {where}: {path}: {msg}")
+    return "\n".join(parts)

@@ -1,0 +1,294 @@
+"""The routing consumer: ingress topics in, deliveries + audit + dead letters out.
+
+For each batch of ingress records the router decodes, checks authenticity (the agency a
+signal claims must own the ingress topic it arrived on), decides every candidate recipient,
+produces every delivery and audit record, waits until the broker has acknowledged all of them,
+and only then commits the batch's offsets (at-least-once). Delivery ids are deterministic, so
+downstream sinks deduplicate a replayed batch (effectively-once in every projection).
+
+A record that cannot be processed goes to the dead-letter topic with a reason; the router
+never dies on a bad record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+
+from planr.domain import Recipient
+from planr.errors import DeliveryError, PlanrError
+from planr.kafka import KafkaConnection, make_consumer, make_producer
+from planr.telemetry import Metrics
+from planr.topics import Topics
+from routing.engine import Engine, Facts, agency_label
+from routing.views import NTF_FACT, Views
+from schemas import DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
+from schemas.codec import Codec
+
+log = structlog.get_logger(__name__)
+
+DELIVERY_NS = uuid.UUID("6f1c3a52-6d7e-4bd4-9a51-3e0d6c1f8a27")
+
+
+def delivery_id(event_id: str, recipient: Recipient, policy_version: str) -> str:
+    """Deterministic, so that a replayed batch yields the same ids for sinks to deduplicate."""
+    return str(uuid.uuid5(DELIVERY_NS, f"{event_id}|{recipient}|{policy_version}"))
+
+
+@dataclass
+class RouterStats:
+    records: int = 0
+    signals: int = 0
+    deliveries: Counter[str] = field(default_factory=Counter)
+    denials: Counter[str] = field(default_factory=Counter)
+    audits: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+
+
+class Router:
+    """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(
+        self,
+        *,
+        conn: KafkaConnection,
+        topics: Topics,
+        engine: Engine,
+        views: Views,
+        codec: Codec,
+        metrics: Metrics,
+        group_id: str = "planr-router",
+        ingress: Iterable[str] | None = None,
+        max_batch: int = 2000,
+    ) -> None:
+        self._topics = topics
+        self._engine = engine
+        self._views = views
+        self._codec = codec
+        self._metrics = metrics
+        self._ingress = list(ingress) if ingress is not None else topics.all_ingress()
+        self._consumer = make_consumer(conn, *self._ingress, group_id=group_id,
+                                       max_records=max_batch)
+        self._producer = make_producer(conn)
+        self._stop_requested = asyncio.Event()
+        self._started = False
+        self._closed = False
+        self.stats = RouterStats()
+        metrics.policy_info.labels(engine.version).set(1)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self._producer.start()
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
+        self._started = True
+        log.info("router.started", policy_version=self._engine.version, topics=len(self._ingress))
+
+    async def stop(self) -> None:
+        """Leave the group and flush the producer; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            try:
+                await self._consumer.stop()
+            finally:
+                await self._producer.stop()
+        log.info("router.stopped", records=self.stats.records, signals=self.stats.signals)
+
+    async def __aenter__(self) -> Router:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
+            warnings.warn("unclosed Router: call stop()", ResourceWarning, stacklevel=1)
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight, commit it, then return from :meth:`run` (SIGTERM)."""
+        self._stop_requested.set()
+
+    async def run(self, *, until_idle: float | None = None) -> RouterStats:
+        """Route until stopped, or until ``until_idle`` seconds pass with no input."""
+        if not self._started:
+            await self.start()
+        idle_since: float | None = None
+        while not self._stop_requested.is_set():
+            batch = await self._consumer.getmany(timeout_ms=200)
+            if batch:
+                await self._process(batch)
+                idle_since = time.monotonic()
+                continue
+            if until_idle is None or not self._consumer.assignment():
+                continue
+            if idle_since is None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= until_idle:
+                log.info("router.idle", seconds=until_idle)
+                break
+        return self.stats
+
+    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        pending: list[Awaitable[Any]] = []
+        published: list[datetime] = []
+        now = datetime.now(UTC)
+        count = 0
+        for tp, records in batch.items():
+            for rec in records:
+                count += 1
+                published_at = await self._route_record(rec, now, pending)
+                if published_at is not None:
+                    published.append(published_at)
+        try:
+            await asyncio.gather(*pending)
+        except Exception as exc:
+            raise DeliveryError(
+                f"outputs of a batch of {count} records were not acknowledged; "
+                "offsets not committed"
+            ) from exc
+        acked = datetime.now(UTC)
+        for p in published:
+            self._metrics.routing_latency.observe(max(0.0, (acked - p).total_seconds()))
+        await self._consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+        self.stats.records += count
+        self.stats.batches += 1
+        self._metrics.batch_size.observe(count)
+
+    async def _send(
+        self, pending: list[Awaitable[Any]], topic: str, value: bytes, key: bytes | None
+    ) -> None:
+        pending.append(await self._producer.send(topic, value=value, key=key))
+
+    async def _route_record(
+        self, rec: ConsumerRecord, now: datetime, pending: list[Awaitable[Any]]
+    ) -> datetime | None:
+        try:
+            signal = self._codec.decode(rec.value, SIGNAL)
+            expected = self._topics.agency_of_ingress(rec.topic)
+            if expected is None or signal["agency"] != expected.value:
+                await self._dead_letter(rec, "agency_mismatch",
+                                        "claimed agency does not own this ingress topic",
+                                        pending)
+                return None
+            facts = Facts.of(signal)
+        except PlanrError as exc:
+            await self._dead_letter(rec, exc.reason, str(exc), pending)
+            return None
+        except (KeyError, TypeError, ValueError) as exc:
+            await self._dead_letter(rec, "invalid_signal", type(exc).__name__, pending)
+            return None
+        await self._decide_and_emit(signal, facts, now, pending)
+        return signal["published_at"]  # type: ignore[no-any-return]
+
+    async def _decide_and_emit(
+        self, signal: dict[str, Any], facts: Facts, now: datetime, pending: list[Awaitable[Any]]
+    ) -> None:
+        engine, version = self._engine, self._engine.version
+        key = facts.event_id.encode()
+        for d in engine.decide(facts):
+            rid = str(d.recipient)
+            did: str | None = None
+            if d.allowed:
+                did = delivery_id(facts.event_id, d.recipient, version)
+                if d.view in self._views.aggregate_views:
+                    await self._send(pending, self._topics.ntf_facts,
+                                     self._ntf_fact(signal, facts, version), key)
+                else:
+                    envelope = {
+                        "delivery_id": did,
+                        "event_id": facts.event_id,
+                        "recipient": rid,
+                        "rule": d.rule,
+                        "rules": list(d.rules),
+                        "policy_version": version,
+                        "routed_at": now,
+                        "view": d.view,
+                        "payload": self._views.render(d.view, signal),
+                    }
+                    await self._send(pending, self._topics.delivery(d.recipient),
+                                     self._codec.encode(DELIVERY, envelope), key)
+                self.stats.deliveries[rid] += 1
+            else:
+                self.stats.denials[d.recipient.cls.value] += 1
+            audit = {
+                "event_id": facts.event_id,
+                "agency": facts.agency,
+                "recipient": rid,
+                "outcome": "allow" if d.allowed else "deny",
+                "rule": d.rule,
+                "rules": list(d.rules),
+                "policy_version": version,
+                "delivery_id": did,
+                "decided_at": now,
+            }
+            await self._send(pending, self._topics.audit,
+                             self._codec.encode(ROUTING_DECISION, audit), key)
+            self.stats.audits += 1
+            self._metrics.decisions.labels(
+                d.recipient.cls.value, "allow" if d.allowed else "deny"
+            ).inc()
+        self.stats.signals += 1
+        self._metrics.signals_routed.labels(agency_label(facts.agency)).inc()
+
+    def _ntf_fact(self, signal: dict[str, Any], facts: Facts, version: str) -> bytes:
+        occurred: datetime = signal["occurred_at"]
+        return self._codec.encode(
+            NTF_FACT,
+            {
+                "event_id": facts.event_id,
+                "period": occurred.strftime("%Y-%m"),
+                "arrondissement": facts.arrondissement,
+                "phenomena": sorted(facts.phenomena),
+                "policy_version": version,
+            },
+        )
+
+    async def _dead_letter(
+        self, rec: ConsumerRecord, reason: str, detail: str, pending: list[Awaitable[Any]]
+    ) -> None:
+        record = {
+            "reason": reason,
+            "detail": detail,
+            "source_topic": rec.topic,
+            "source_partition": rec.partition,
+            "source_offset": rec.offset,
+            "original_key": rec.key,
+            "original": rec.value if rec.value is not None else b"",
+            "failed_at": datetime.now(UTC),
+        }
+        await self._send(pending, self._topics.dead_letter,
+                         self._codec.encode(DEAD_LETTER, record), rec.key)
+        self.stats.dead_letters[reason] += 1
+        self._metrics.dead_letters.labels(reason).inc()
+        log.warning("router.dead_letter", reason=reason, topic=rec.topic,
+                    partition=rec.partition, offset=rec.offset)
+
+
+async def drain_on(router: Router, *signals_: int) -> None:
+    """Install handlers so that the given signals (e.g. SIGTERM) drain the router."""
+    loop = asyncio.get_running_loop()
+    for sig in signals_:
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, router.request_stop)

@@ -1,0 +1,65 @@
+"""Shared fixtures: one real embedded Tansu broker per test session.
+
+Tansu consumer-group joins take about 5 s, so the broker is shared and every test gets its
+own topic prefix (hence its own topics) and its own consumer group ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from planr.broker import EmbeddedBroker
+from planr.kafka import KafkaConnection
+from planr.settings import DEFAULT_POLICY
+from planr.telemetry import Metrics
+from planr.topics import Topics
+from routing.setup import RoutingSetup, prepare
+from schemas.codec import Codec
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log_file = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    with EmbeddedBroker(log_file=log_file) as b:
+        yield b
+
+
+@pytest.fixture
+def conn(broker: EmbeddedBroker) -> KafkaConnection:
+    return KafkaConnection(bootstrap_servers=broker.bootstrap_servers)
+
+
+@pytest.fixture
+def topics() -> Topics:
+    """A fresh topic namespace for this test."""
+    return Topics(prefix=f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def group_id() -> str:
+    return f"g-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+@pytest.fixture(scope="session")
+def codec() -> Codec:
+    return Codec()
+
+
+@pytest.fixture(scope="session")
+def routing_setup(codec: Codec) -> RoutingSetup:
+    return prepare(DEFAULT_POLICY, codec)
+
+
+@pytest.fixture(scope="session")
+def default_policy_path() -> Path:
+    return DEFAULT_POLICY
