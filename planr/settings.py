@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "routing" / "policy.yaml"
+DEFAULT_FTF_ACCESS = Path(__file__).resolve().parent.parent / "consumers" / "access.yaml"
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,10 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(default="planr", pattern=r"^[A-Za-z0-9_-]+$")
     data_dir: Path = Field(default=Path(".planr"), description="Local state (databases).")
     db_url: str | None = Field(default=None, description="Database URL; unset means SQLite.")
+    ftf_access: Path = Field(
+        default=DEFAULT_FTF_ACCESS,
+        description="Access modes of the services to the common database (FTF / T.E.R.).",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None

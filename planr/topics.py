@@ -51,8 +51,9 @@ class Topics:
         return [self.ingress(a) for a in Agency]
 
     def delivery(self, recipient: Recipient) -> str:
-        suffix = recipient.cls.value if recipient.key is None else f"{recipient.cls}.{recipient.key}"
-        return f"{self.prefix}.deliver.{suffix}"
+        if recipient.key is None:
+            return f"{self.prefix}.deliver.{recipient.cls.value}"
+        return f"{self.prefix}.deliver.{recipient.cls.value}.{recipient.key}"
 
     @property
     def audit(self) -> str:
@@ -66,6 +67,21 @@ class Topics:
     def dead_letter(self) -> str:
         return f"{self.prefix}.deadletter"
 
+    @property
+    def ftf_removals(self) -> str:
+        """Removal events of the common database (ids only), for holders of a fiche."""
+        return f"{self.prefix}.ftf.removals"
+
+    @property
+    def ftf_consultations(self) -> str:
+        """Audit of every consultation of the common database."""
+        return f"{self.prefix}.audit.ftf-consultations"
+
+    @property
+    def ftf_ocam_requests(self) -> str:
+        """Consultations by services with indirect access, forwarded to OCAM."""
+        return f"{self.prefix}.ftf.ocam-requests"
+
     def everything(self) -> list[str]:
         return [
             *self.all_ingress(),
@@ -73,6 +89,9 @@ class Topics:
             self.audit,
             self.ntf_facts,
             self.dead_letter,
+            self.ftf_removals,
+            self.ftf_consultations,
+            self.ftf_ocam_requests,
         ]
 
 

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaProducer
 
 from planr.domain import Agency
 from planr.errors import UsageError
@@ -42,12 +43,14 @@ class Publisher:
         self._topic = topics.ingress(agency)
         self._codec = codec
         self._metrics = metrics
-        self._producer = make_producer(conn)
+        self._conn = conn
+        self._producer: AIOKafkaProducer  # created in start()
         self._started = False
         self._closed = False
 
     async def start(self) -> None:
         if not self._started:
+            self._producer = make_producer(self._conn)
             await self._producer.start()
             self._started = True
 

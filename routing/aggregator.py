@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import structlog
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from planr.domain import Recipient, RecipientClass
 from planr.errors import DeliveryError, PlanrError
@@ -67,8 +67,11 @@ class Aggregator:
         self._interval = interval
         self._block = block
         self._out = topics.delivery(Recipient(RecipientClass.NTF))
-        self._consumer = make_consumer(conn, topics.ntf_facts, group_id=group_id)
-        self._producer = make_producer(conn)
+        self._conn = conn
+        self._group_id = group_id
+        # Clients are created in start(): an object never started holds no sockets.
+        self._consumer: AIOKafkaConsumer
+        self._producer: AIOKafkaProducer
         self._blocks: dict[tuple[TopicPartition, int], _Block] = {}
         self._position: dict[TopicPartition, int] = {}
         self._stop_requested = asyncio.Event()
@@ -80,6 +83,9 @@ class Aggregator:
     async def start(self) -> None:
         if self._started:
             return
+        self._producer = make_producer(self._conn)
+        self._consumer = make_consumer(self._conn, self._topics.ntf_facts,
+                                       group_id=self._group_id)
         await self._producer.start()
         try:
             await self._consumer.start()
@@ -172,7 +178,8 @@ class Aggregator:
             if not blk.dirty:
                 continue
             for (period, arr, ph), count in sorted(blk.counts.items()):
-                agg_id = uuid.uuid5(AGG_NS, f"{tp.topic}|{tp.partition}|{number}|{period}|{arr}|{ph}")
+                name = f"{tp.topic}|{tp.partition}|{number}|{period}|{arr}|{ph}"
+                agg_id = uuid.uuid5(AGG_NS, name)
                 value = self._codec.encode(NTF_AGGREGATE, {
                     "aggregate_id": str(agg_id), "period": period, "arrondissement": arr,
                     "phenomenon": ph, "count": count, "policy_version": blk.policy_version,
@@ -192,7 +199,9 @@ class Aggregator:
             complete_upto = (position // self._block) * self._block
             if complete_upto > 0:
                 commits[tp] = complete_upto
-            for key in [k for k in self._blocks if k[0] == tp and (k[1] + 1) * self._block <= complete_upto]:
+            done = [k for k in self._blocks
+                    if k[0] == tp and (k[1] + 1) * self._block <= complete_upto]
+            for key in done:
                 del self._blocks[key]
         if commits:
             await self._consumer.commit(commits)

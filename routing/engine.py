@@ -114,7 +114,7 @@ def _in_remit(remit: Remit, f: Facts) -> bool:
     )
 
 
-def _compile_conditions(c: Conditions, remits: Mapping[str, Remit]) -> list[Predicate]:  # noqa: C901, PLR0912 - one branch per condition keeps the vocabulary readable
+def _compile_conditions(c: Conditions, remits: Mapping[str, Remit]) -> list[Predicate]:  # noqa: PLR0912, PLR0915 - one branch per condition: the vocabulary, readable
     preds: list[Predicate] = []
     if c.classification_at_most is not None:
         top = c.classification_at_most.rank
@@ -213,6 +213,7 @@ class Engine:
         self.policy = policy
         doc = policy.document
         remits = {w.value: doc.working_groups[w] for w in WorkingGroup}
+        self._remits = remits
         self._rules = [
             CompiledRule(
                 rule.id,
@@ -223,6 +224,7 @@ class Engine:
             for rule in doc.rules
         ]
         self._views = {c: doc.classes[c].view for c in RecipientClass}
+        self._applicable: dict[Recipient, tuple[CompiledRule, ...]] = {}
         by_class: dict[RecipientClass, list[Recipient]] = {c: [] for c in RecipientClass}
         for r in all_recipients():
             by_class[r.cls].append(r)
@@ -246,18 +248,26 @@ class Engine:
                 out.append(Recipient(cls_, f.arrondissement))
             elif scope == "municipality" and cls_ is RecipientClass.CSILR:
                 out.append(Recipient(cls_, f.municipality))
+            elif scope == "remit":
+                out.extend(r for r in self._all_of[cls_] if r.key in self._remits
+                           and _in_remit(self._remits[r.key], f))
             elif scope == "arrondissement":
                 out.extend(r for r in self._all_of[cls_] if _same_arrondissement(f, r))
         seen = {str(r) for r in out}
-        for rid in sorted(f.named - seen):
-            out.append(Recipient.parse(rid))
+        out.extend(Recipient.parse(rid) for rid in sorted(f.named - seen))
         return out
+
+    def _rules_for(self, r: Recipient) -> tuple[CompiledRule, ...]:
+        rules = self._applicable.get(r)
+        if rules is None:
+            rules = self._applicable[r] = tuple(x for x in self._rules if x.applies_to(r))
+        return rules
 
     def decide_one(self, f: Facts, r: Recipient) -> Decision:
         forbids: list[str] = []
         permits: list[str] = []
-        for rule in self._rules:
-            if rule.matches(f, r):
+        for rule in self._rules_for(r):
+            if all(p(f, r) for p in rule.conditions):
                 (forbids if rule.forbid else permits).append(rule.id)
         view = self._views[r.cls]
         if forbids:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from planr import territory
 from planr.domain import (
@@ -36,13 +36,12 @@ from planr.domain import (
     WorkingGroup,
 )
 from planr.errors import PolicyError, UsageError
-from routing.yamlmap import line_of, load_with_lines
+from routing.yamlmap import Loc, line_of, load_with_lines
+from schemas import AVRO_DIR
+from schemas.codec import load_schema_file
 
-SIGNAL_FIELDS = (
-    "event_id", "agency", "occurred_at", "published_at", "subject", "location", "phenomena",
-    "domains", "classification", "handling", "tlp", "reliability", "accuracy", "local_sharing",
-    "named_recipients", "summary", "ftf",
-)  # fmt: skip
+#: The top-level fields of a signal, from its schema (the source of truth).
+SIGNAL_FIELDS = tuple(f["name"] for f in load_schema_file(AVRO_DIR / "signal.avsc")["fields"])
 AGGREGATE = "aggregate"
 
 OneLine = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\n]+$")]
@@ -52,11 +51,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Which candidate scopes make sense for each recipient class.
+_SCOPES: dict[RecipientClass, frozenset[str]] = {
+    RecipientClass.TFL: frozenset({"arrondissement", "all"}),
+    RecipientClass.WG: frozenset({"remit", "all"}),
+    RecipientClass.CSILR: frozenset({"municipality", "arrondissement", "all"}),
+    RecipientClass.FTF_DB: frozenset({"all"}),
+    RecipientClass.NTF: frozenset({"all"}),
+}
+
+
 class ClassSpec(_Strict):
     """How a recipient class takes part: which of its recipients are candidates, which view."""
 
     description: OneLine
-    candidates: Literal["arrondissement", "municipality", "all"]
+    candidates: Literal["arrondissement", "municipality", "remit", "all"]
     view: str
 
 
@@ -138,45 +147,61 @@ class PolicyDocument(_Strict):
     views: dict[str, list[str] | Literal["aggregate"]]
     rules: list[Rule]
 
-    @field_validator("views")
-    @classmethod
-    def _view_fields(cls, v: dict[str, list[str] | str]) -> dict[str, list[str] | str]:
-        for name, fields in v.items():
-            if fields == AGGREGATE:
-                continue
-            for f in fields:
-                if f not in SIGNAL_FIELDS:
-                    raise ValueError(f"view {name!r}: {f!r} is not a field of a signal")
-            if len(set(fields)) != len(fields):
-                raise ValueError(f"view {name!r} lists a field twice")
-        return v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
+    def cross_reference_errors(self) -> list[tuple[Loc, str]]:
+        """Checks that span entries, each error with its place in the file: missing classes
+        or groups, view fields, undefined views, duplicated or reserved rule ids."""
+        errors: list[tuple[Loc, str]] = []
         missing = [c.value for c in RecipientClass if c not in self.classes]
         if missing:
-            raise ValueError(f"classes: missing recipient classes {missing}")
+            errors.append((("classes",), f"missing recipient classes {missing}"))
         missing = [w.value for w in WorkingGroup if w not in self.working_groups]
         if missing:
-            raise ValueError(f"working_groups: missing groups {missing}")
+            errors.append((("working_groups",), f"missing groups {missing}"))
+        for name, fields in self.views.items():
+            if fields == AGGREGATE:
+                continue
+            for i, f in enumerate(fields):
+                if f not in SIGNAL_FIELDS:
+                    errors.append((("views", name, i),
+                                   f"view {name!r}: {f!r} is not a field of a signal"))
+            if len(set(fields)) != len(fields):
+                errors.append((("views", name), f"view {name!r} lists a field twice"))
         for cls_, spec in self.classes.items():
+            if spec.candidates not in _SCOPES[cls_]:
+                errors.append((("classes", cls_.value, "candidates"),
+                               f"{cls_.value} candidates can be {sorted(_SCOPES[cls_])}"))
             if spec.view not in self.views:
-                raise ValueError(f"classes.{cls_.value}: view {spec.view!r} is not defined")
+                errors.append((("classes", cls_.value, "view"),
+                               f"view {spec.view!r} is not defined"))
         seen: set[str] = set()
-        for rule in self.rules:
-            if rule.id in seen or rule.id == "default-deny":
-                raise ValueError(f"rule id {rule.id!r} is used twice or reserved")
+        for i, rule in enumerate(self.rules):
+            if rule.id == "default-deny":
+                errors.append((("rules", i, "id"), "rule id 'default-deny' is reserved"))
+            elif rule.id in seen:
+                errors.append((("rules", i, "id"), f"rule id {rule.id!r} is used twice"))
             seen.add(rule.id)
-        return self
+        return errors
 
 
 class Policy:
     """A validated policy document with its version (content hash)."""
 
-    def __init__(self, document: PolicyDocument, version: str, source: str = "") -> None:
+    def __init__(
+        self,
+        document: PolicyDocument,
+        version: str,
+        source: str = "",
+        lines: dict[Loc, int] | None = None,
+    ) -> None:
         self.document = document
         self.version = version
         self.source = source
+        self.lines = lines or {}
+
+    def where(self, *loc: str | int) -> str:
+        """``<source>: line N`` of a place in the file, for error messages."""
+        line = line_of(self.lines, loc)
+        return f"{self.source}: line {line if line is not None else '?'}"
 
     @property
     def rules(self) -> list[Rule]:
@@ -194,9 +219,16 @@ class Policy:
             doc = PolicyDocument.model_validate(data)
         except ValidationError as exc:
             raise PolicyError(_describe(exc, lines, source)) from None
+        problems = doc.cross_reference_errors()
+        if problems:
+            raise PolicyError("\n".join(
+                f"{source}: line {line_of(lines, loc) or '?'}: "
+                f"{'.'.join(str(p) for p in loc)}: {msg}"
+                for loc, msg in problems
+            ))
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         version = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
-        return cls(doc, version, source)
+        return cls(doc, version, source, lines)
 
     @classmethod
     def load(cls, path: Path) -> Policy:

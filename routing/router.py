@@ -18,17 +18,18 @@ import time
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 import structlog
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from planr.batching import BatchSender
 from planr.domain import Recipient
-from planr.errors import DeliveryError, PlanrError
+from planr.errors import PlanrError
 from planr.kafka import KafkaConnection, make_consumer, make_producer
 from planr.telemetry import Metrics
 from planr.topics import Topics
@@ -80,18 +81,25 @@ class Router:
         self._codec = codec
         self._metrics = metrics
         self._ingress = list(ingress) if ingress is not None else topics.all_ingress()
-        self._consumer = make_consumer(conn, *self._ingress, group_id=group_id,
-                                       max_records=max_batch)
-        self._producer = make_producer(conn)
+        self._conn = conn
+        self._group_id = group_id
+        self._max_batch = max_batch
+        # Clients are created in start(): an object never started holds no sockets.
+        self._consumer: AIOKafkaConsumer
+        self._producer: AIOKafkaProducer
         self._stop_requested = asyncio.Event()
         self._started = False
         self._closed = False
         self.stats = RouterStats()
+        self._counters: dict[tuple[str, bool], Any] = {}
         metrics.policy_info.labels(engine.version).set(1)
 
     async def start(self) -> None:
         if self._started:
             return
+        self._producer = make_producer(self._conn)
+        self._consumer = make_consumer(self._conn, *self._ingress, group_id=self._group_id,
+                                       max_records=self._max_batch)
         await self._producer.start()
         try:
             await self._consumer.start()
@@ -151,23 +159,17 @@ class Router:
         return self.stats
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        pending: list[Awaitable[Any]] = []
+        out = BatchSender(self._producer)
         published: list[datetime] = []
         now = datetime.now(UTC)
         count = 0
-        for tp, records in batch.items():
+        for records in batch.values():
             for rec in records:
                 count += 1
-                published_at = await self._route_record(rec, now, pending)
+                published_at = await self._route_record(rec, now, out)
                 if published_at is not None:
                     published.append(published_at)
-        try:
-            await asyncio.gather(*pending)
-        except Exception as exc:
-            raise DeliveryError(
-                f"outputs of a batch of {count} records were not acknowledged; "
-                "offsets not committed"
-            ) from exc
+        await out.flush()  # DeliveryError: nothing is committed, the batch is redelivered
         acked = datetime.now(UTC)
         for p in published:
             self._metrics.routing_latency.observe(max(0.0, (acked - p).total_seconds()))
@@ -176,13 +178,8 @@ class Router:
         self.stats.batches += 1
         self._metrics.batch_size.observe(count)
 
-    async def _send(
-        self, pending: list[Awaitable[Any]], topic: str, value: bytes, key: bytes | None
-    ) -> None:
-        pending.append(await self._producer.send(topic, value=value, key=key))
-
     async def _route_record(
-        self, rec: ConsumerRecord, now: datetime, pending: list[Awaitable[Any]]
+        self, rec: ConsumerRecord, now: datetime, out: BatchSender
     ) -> datetime | None:
         try:
             signal = self._codec.decode(rec.value, SIGNAL)
@@ -190,20 +187,20 @@ class Router:
             if expected is None or signal["agency"] != expected.value:
                 await self._dead_letter(rec, "agency_mismatch",
                                         "claimed agency does not own this ingress topic",
-                                        pending)
+                                        out)
                 return None
             facts = Facts.of(signal)
         except PlanrError as exc:
-            await self._dead_letter(rec, exc.reason, str(exc), pending)
+            await self._dead_letter(rec, exc.reason, str(exc), out)
             return None
         except (KeyError, TypeError, ValueError) as exc:
-            await self._dead_letter(rec, "invalid_signal", type(exc).__name__, pending)
+            await self._dead_letter(rec, "invalid_signal", type(exc).__name__, out)
             return None
-        await self._decide_and_emit(signal, facts, now, pending)
+        await self._decide_and_emit(signal, facts, now, out)
         return signal["published_at"]  # type: ignore[no-any-return]
 
     async def _decide_and_emit(
-        self, signal: dict[str, Any], facts: Facts, now: datetime, pending: list[Awaitable[Any]]
+        self, signal: dict[str, Any], facts: Facts, now: datetime, out: BatchSender
     ) -> None:
         engine, version = self._engine, self._engine.version
         key = facts.event_id.encode()
@@ -213,8 +210,8 @@ class Router:
             if d.allowed:
                 did = delivery_id(facts.event_id, d.recipient, version)
                 if d.view in self._views.aggregate_views:
-                    await self._send(pending, self._topics.ntf_facts,
-                                     self._ntf_fact(signal, facts, version), key)
+                    await out.add(self._topics.ntf_facts, self._ntf_fact(signal, facts, version),
+                                  key)
                 else:
                     envelope = {
                         "delivery_id": did,
@@ -227,8 +224,8 @@ class Router:
                         "view": d.view,
                         "payload": self._views.render(d.view, signal),
                     }
-                    await self._send(pending, self._topics.delivery(d.recipient),
-                                     self._codec.encode(DELIVERY, envelope), key)
+                    await out.add(self._topics.delivery(d.recipient),
+                                  self._codec.encode(DELIVERY, envelope), key)
                 self.stats.deliveries[rid] += 1
             else:
                 self.stats.denials[d.recipient.cls.value] += 1
@@ -243,14 +240,19 @@ class Router:
                 "delivery_id": did,
                 "decided_at": now,
             }
-            await self._send(pending, self._topics.audit,
-                             self._codec.encode(ROUTING_DECISION, audit), key)
+            await out.add(self._topics.audit, self._codec.encode(ROUTING_DECISION, audit), key)
             self.stats.audits += 1
-            self._metrics.decisions.labels(
-                d.recipient.cls.value, "allow" if d.allowed else "deny"
-            ).inc()
+            self._decision_counter(d.recipient.cls.value, d.allowed).inc()
         self.stats.signals += 1
         self._metrics.signals_routed.labels(agency_label(facts.agency)).inc()
+
+    def _decision_counter(self, cls_: str, allowed: bool) -> Any:
+        child = self._counters.get((cls_, allowed))
+        if child is None:
+            child = self._counters[(cls_, allowed)] = self._metrics.decisions.labels(
+                cls_, "allow" if allowed else "deny"
+            )
+        return child
 
     def _ntf_fact(self, signal: dict[str, Any], facts: Facts, version: str) -> bytes:
         occurred: datetime = signal["occurred_at"]
@@ -266,7 +268,7 @@ class Router:
         )
 
     async def _dead_letter(
-        self, rec: ConsumerRecord, reason: str, detail: str, pending: list[Awaitable[Any]]
+        self, rec: ConsumerRecord, reason: str, detail: str, out: BatchSender
     ) -> None:
         record = {
             "reason": reason,
@@ -278,8 +280,7 @@ class Router:
             "original": rec.value if rec.value is not None else b"",
             "failed_at": datetime.now(UTC),
         }
-        await self._send(pending, self._topics.dead_letter,
-                         self._codec.encode(DEAD_LETTER, record), rec.key)
+        await out.add(self._topics.dead_letter, self._codec.encode(DEAD_LETTER, record), rec.key)
         self.stats.dead_letters[reason] += 1
         self._metrics.dead_letters.labels(reason).inc()
         log.warning("router.dead_letter", reason=reason, topic=rec.topic,

@@ -40,13 +40,14 @@ class Views:
                 known = codec.store.current(schema_name)
             except Exception:  # noqa: BLE001 - any lookup failure means the same thing here
                 raise PolicyError(
-                    f"{policy.source}: views.{name}: no schema {schema_name} "
+                    f"{policy.where('views', name)}: views.{name}: no schema {schema_name} "
                     f"(schemas/avro/views/{name}.avsc)"
                 ) from None
             schema_fields = tuple(f["name"] for f in known.parsed["fields"])
             if set(schema_fields) != set(fields):
                 raise PolicyError(
-                    f"{policy.source}: views.{name}: fields differ from {schema_name}: "
+                    f"{policy.where('views', name)}: views.{name}: "
+                    f"fields differ from {schema_name}: "
                     f"policy-only {sorted(set(fields) - set(schema_fields))}, "
                     f"schema-only {sorted(set(schema_fields) - set(fields))}"
                 )

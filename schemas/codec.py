@@ -41,7 +41,7 @@ def _fingerprint(parsed: Any) -> bytes:
 def load_schema_file(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a schema file must hold one record schema")
+        raise TypeError(f"{path}: a schema file must hold one record schema")
     return data
 
 
@@ -63,7 +63,9 @@ class SchemaStore:
 
     def add(self, schema: Mapping[str, Any], *, current: bool = True, source: str = "") -> str:
         """Register a schema; returns its full name."""
-        parsed = parse_schema(dict(schema), _write_hint=False)
+        parsed = parse_schema(dict(schema))  # keeps fastavro's "parsed" hint: no re-parse per call
+        if not isinstance(parsed, dict):
+            raise TypeError(f"{source}: only named record schemas can be registered")
         name = str(parsed["name"])
         known = KnownSchema(name, _fingerprint(parsed), parsed, source)
         self._by_fp[known.fingerprint] = known
@@ -116,17 +118,13 @@ class Codec:
         reader = self.store.current(name)
         body = io.BytesIO(data)
         body.seek(HEADER_LEN)
+        if writer.name != name:
+            raise DecodeError(
+                f"message carries a {writer.name}, expected {name}", reason="wrong_schema"
+            )
+        resolve_to = None if writer.fingerprint == reader.fingerprint else reader.parsed
         try:
-            if writer.fingerprint == reader.fingerprint:
-                record = schemaless_reader(body, writer.parsed, None)
-            elif writer.name != name:
-                raise DecodeError(
-                    f"message carries a {writer.name}, expected {name}", reason="wrong_schema"
-                )
-            else:
-                record = schemaless_reader(body, writer.parsed, reader.parsed)
-        except DecodeError:
-            raise
+            record = schemaless_reader(body, writer.parsed, resolve_to)
         except Exception as exc:  # noqa: BLE001 - fastavro raises many types on bad bytes
             raise DecodeError(
                 f"undecodable {name} body ({type(exc).__name__})", reason="undecodable"

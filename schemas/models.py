@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 import pycountry
 from pydantic import (
@@ -85,6 +85,14 @@ class Ftf(_Strict):
         return v
 
 
+class OcamDecision(_Strict):
+    """OCAM's decision on the common database; the projector ignores it from other services."""
+
+    action: Literal["include", "remove"] | None = None
+    threat_level: int | None = Field(default=None, ge=1, le=4)
+    basis: Literal["serious_indications", "established"] | None = None
+
+
 class SignalIn(_Strict):
     """A signal as submitted in JSON. Markings are required: nothing defaults to 'shareable'."""
 
@@ -104,6 +112,7 @@ class SignalIn(_Strict):
     named_recipients: list[str] = Field(default_factory=list, max_length=64)
     summary: str = Field(default="", max_length=20_000)
     ftf: Ftf | None = None
+    ocam: OcamDecision | None = None
 
     @field_validator("named_recipients")
     @classmethod
@@ -154,6 +163,7 @@ class SignalIn(_Strict):
                 if self.ftf is None
                 else {"situation": self.ftf.situation.value, "country": self.ftf.country}
             ),
+            "ocam": None if self.ocam is None else self.ocam.model_dump(),
         }
 
 

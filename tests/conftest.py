@@ -31,7 +31,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 @pytest.fixture
 def conn(broker: EmbeddedBroker) -> KafkaConnection:
-    return KafkaConnection(bootstrap_servers=broker.bootstrap_servers)
+    return KafkaConnection(bootstrap_servers=broker.bootstrap_servers, session_timeout_ms=6_000)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from planr.cli import bus, demo
+from planr.cli import bus, demo, ftf, policy
 from planr.cli.context import Context
 from planr.settings import Settings
 from planr.telemetry import configure_logging
@@ -64,6 +64,8 @@ def root(
 
 bus.register(app)
 demo.register(app)
+policy.register(app)
+ftf.register(app)
 
 
 def main() -> None:

@@ -13,13 +13,16 @@ import typer
 from pydantic import ValidationError
 
 from consumers.inbox import read_inbox
+from consumers.inboxes import INBOX_CLASSES
 from planr.broker import EmbeddedBroker
 from planr.cli.context import Context, fail, get, run_async
+from planr.cli.ftf import stored_inbox
 from planr.domain import Agency, Recipient
 from planr.errors import PlanrError, UsageError
 from planr.telemetry import default_metrics
 from planr.topics import provision
 from producers.publisher import Publisher
+from routing.aggregator import Aggregator
 from routing.router import Router, drain_on
 from routing.setup import RoutingSetup, prepare
 from schemas.codec import Codec
@@ -34,6 +37,7 @@ def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
     app.command("route")(route)
     app.command("inbox")(inbox)
+    app.command("aggregate")(aggregate)
 
 
 def broker(
@@ -177,13 +181,20 @@ def inbox(
     ctx: typer.Context,
     recipient: Annotated[str, typer.Argument(help="e.g. tfl:brussel, wg:internet, ntf")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Keep following (durable inboxes).")] = False,
 ) -> None:
-    """Print what a recipient has received."""
+    """Print what a recipient has received (TFL, WG, CSIL R: from its durable inbox, first
+    caught up with its topic)."""
     c = get(ctx)
     try:
         r = Recipient.parse(recipient)
     except UsageError as exc:
         fail(str(exc), code=2)
+    if r.cls in INBOX_CLASSES:
+        count = stored_inbox(c, r, as_json=as_json, live=live)
+        if not as_json:
+            typer.echo(f"{count} item(s) for {r}", err=True)
+        return
     conn = c.connection()
 
     async def go() -> int:
@@ -204,3 +215,37 @@ def inbox(
     n = asyncio.run(go())
     if not as_json:
         typer.echo(f"{n} item(s) for {r}", err=True)
+
+
+def aggregate(
+    ctx: typer.Context,
+    until_idle: Annotated[
+        float | None,
+        typer.Option(help="Exit after this many seconds without input.", min=0.1),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(envvar="PLANR_NTF_INTERVAL", help="Seconds between emissions.")
+    ] = 60.0,
+    group: Annotated[
+        str, typer.Option(envvar="PLANR_NTF_GROUP", help="Consumer group id.")
+    ] = "planr-ntf-aggregator",
+) -> None:
+    """Run the National Taskforce aggregator (counts by phenomenon, arrondissement, month)."""
+    c = get(ctx)
+    conn = c.connection()
+    c.serve_metrics()
+
+    async def go() -> None:
+        async with Aggregator(conn=conn, topics=c.topics, codec=_codec(),
+                              metrics=default_metrics(), group_id=group,
+                              interval=interval) as agg:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, agg.request_stop)
+            await agg.run(until_idle=until_idle)
+        typer.echo(f"aggregated: {agg.facts} facts, {agg.emitted} aggregate records", err=True)
+
+    try:
+        run_async(go())
+    except PlanrError as exc:
+        fail(f"aggregator stopped: {exc}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import time
 from collections import Counter
@@ -13,10 +14,11 @@ from typing import Annotated
 import typer
 
 from planr.broker import EmbeddedBroker
+from planr.cli import ftf
 from planr.cli.context import Context, fail, get
 from planr.domain import Agency
 from planr.errors import PlanrError, UsageError
-from planr.kafka import KafkaConnection, make_producer
+from planr.kafka import make_producer
 from planr.telemetry import default_metrics
 from planr.topics import provision
 from producers.publisher import Publisher
@@ -52,7 +54,7 @@ def run(
     _summary(stats, published, bad)
 
 
-async def _demo(c: Context, setup, n: int, seed: int):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202, C901
+async def _demo(c: Context, setup, n: int, seed: int):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202, PLR0915 - one linear script
     metrics = default_metrics()
     c.serve_metrics()
     async with AsyncExitStack() as stack:
@@ -63,6 +65,8 @@ async def _demo(c: Context, setup, n: int, seed: int):  # type: ignore[no-untype
             bootstrap = broker.bootstrap_servers
             typer.echo(f"embedded broker: {bootstrap}", err=True)
         conn = c.connection(bootstrap)
+        if c.settings.bootstrap_servers is None:
+            conn = dataclasses.replace(conn, session_timeout_ms=6_000)
         topics = c.topics
         created = await provision(conn, topics)
         typer.echo(f"topics: {len(created)} created", err=True)
@@ -75,6 +79,7 @@ async def _demo(c: Context, setup, n: int, seed: int):  # type: ignore[no-untype
         await drain_on(router, signal.SIGTERM, signal.SIGINT)
         route_task = asyncio.create_task(router.run())
         agg_task = asyncio.create_task(aggregator.run())
+        store = await ftf.start_services(c, conn, stack, fresh=c.settings.bootstrap_servers is None)
 
         by_agency: dict[Agency, list] = {}  # type: ignore[type-arg]
         for agency, s in generate(n, seed=seed):
@@ -101,6 +106,7 @@ async def _demo(c: Context, setup, n: int, seed: int):  # type: ignore[no-untype
         while router.stats.records < expected:
             if route_task.done():
                 route_task.result()
+                raise PlanrError("the router stopped before the scenario was routed")
             if time.monotonic() > deadline:
                 raise PlanrError("routing did not finish within 300 s")
             if router.stats.records != last:
@@ -114,6 +120,7 @@ async def _demo(c: Context, setup, n: int, seed: int):  # type: ignore[no-untype
             if agg_task.done() or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
+        await store.finish()
         router.request_stop()
         aggregator.request_stop()
         await route_task

@@ -1,0 +1,117 @@
+"""Projector throughput on SQLite and PostgreSQL (a benchmark, not a test).
+
+For each store: N ``ftf-db`` deliveries (600 subjects, six agencies, OCAM decisions) are
+produced to a real embedded Tansu broker, then a fresh projector consumes them all (decode,
+governance, fiche upserts, contributions, offsets: one transaction per batch of 2000).
+
+    python -m benchmarks.projector [EVENTS]
+
+PostgreSQL is measured when ``PLANR_BENCH_PG_URL`` (or ``PLANR_TEST_PG_URL``) names a server
+(any database on it: the benchmark creates and drops its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from consumers.governance import DEFAULT_ACCESS_FILE, AccessConfig
+from consumers.metrics import StoreMetrics
+from consumers.projector import Projector
+from consumers.store import Database, normalize_url, sqlite_url
+from planr.broker import EmbeddedBroker
+from planr.domain import Recipient, RecipientClass
+from planr.kafka import KafkaConnection, make_producer
+from planr.settings import DEFAULT_POLICY
+from planr.topics import Topics, provision
+from routing.setup import prepare
+
+
+async def _produce(conn: KafkaConnection, topic: str, values: list[bytes]) -> None:
+    producer = make_producer(conn)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=v) for v in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _project(conn: KafkaConnection, topics: Topics, url: str, events: int) -> float:
+    setup = prepare(DEFAULT_POLICY)
+    async with Database(url) as db:
+        projector = Projector(conn=conn, db=db, topics=topics, codec=setup.codec,
+                              access=AccessConfig.load(DEFAULT_ACCESS_FILE),
+                              metrics=StoreMetrics(CollectorRegistry()))
+        async with projector:
+            started = time.perf_counter()
+            await projector.catch_up()
+            elapsed = time.perf_counter() - started
+        assert projector.stats.records == events, projector.stats
+    return events / elapsed
+
+
+async def _pg_database(admin_url: str, name: str, *, drop: bool) -> str:
+    admin = make_url(normalize_url(admin_url))
+    engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as c:
+            if drop:
+                await c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            else:
+                await c.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await engine.dispose()
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+async def bench(events: int = 50_000, pg_url: str | None = None) -> dict[str, float]:
+    """Events per second, per store."""
+    # the kill-and-restart test's scenario: same shape of input
+    from tests.test_projector_kill import scenario  # noqa: PLC0415
+    from tests.test_store_helpers import ftf_delivery  # noqa: PLC0415
+
+    setup = prepare(DEFAULT_POLICY)
+    values = [ftf_delivery(setup, s) for s in scenario(random.Random(7), events)]
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        async with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
+            conn = KafkaConnection(broker.bootstrap_servers)
+            topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
+            topic = topics.delivery(Recipient(RecipientClass.FTF_DB))
+            await provision(conn, topics, [topic])
+            await _produce(conn, topic, values)
+            results["sqlite"] = await _project(conn, topics, sqlite_url(Path(tmp)), events)
+            if pg_url:
+                name = f"planr_bench_{uuid.uuid4().hex[:8]}"
+                url = await _pg_database(pg_url, name, drop=False)
+                try:
+                    results["postgresql"] = await _project(conn, topics, url, events)
+                finally:
+                    await _pg_database(pg_url, name, drop=True)
+    return results
+
+
+def run(events: int = 50_000) -> None:
+    """Print the figures (what ``make bench`` calls)."""
+    pg_url = os.environ.get("PLANR_BENCH_PG_URL") or os.environ.get("PLANR_TEST_PG_URL")
+    results = asyncio.run(bench(events, pg_url))
+    print(f"projector throughput, {events} ftf-db deliveries from embedded Tansu:")
+    for store, rate in results.items():
+        print(f"  {store:<12} {rate:>10,.0f} events/s")
+    if "postgresql" not in results:
+        print("  postgresql   (not measured: set PLANR_BENCH_PG_URL)")
+
+
+if __name__ == "__main__":
+    run(int(sys.argv[1]) if len(sys.argv) > 1 else 50_000)

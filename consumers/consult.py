@@ -1,0 +1,202 @@
+"""Consultation of the common database, under each service's access mode.
+
+- ``consult`` and ``consult_and_feed``: the fiche (only included entries exist for readers);
+- ``hit_no_hit``: only "hit" or "no hit";
+- ``indirect``: "request forwarded to OCAM", and an OCAM request event;
+- ``none``: exactly the answer for an unknown subject (no oracle).
+
+Every consultation is written to the ``consultations`` table and, through the outbox, to the
+consultation audit topic, in one transaction, before the answer is given.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from consumers.fiche import INCLUDED, Fiche
+from consumers.governance import AccessConfig, AccessMode
+from consumers.metrics import StoreMetrics
+from consumers.outbox import CONSULTATION_KIND, OCAM_REQUEST_KIND, outbox_row
+from consumers.store import Database
+from consumers.store.tables import consultations, fiches, outbox
+from planr.domain import Agency
+from schemas.codec import Codec
+
+FTF_CONSULTATION = "be.planr.FtfConsultation"
+OCAM_REQUEST = "be.planr.OcamRequest"
+
+FICHE, FICHES, HIT, NO_HIT, FORWARDED, NO_ACCESS = (
+    "fiche", "fiches", "hit", "no_hit", "forwarded", "no_access"
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a consultation answers. ``answer_class`` is logged; :meth:`render` is shown."""
+
+    consultation_id: str
+    verb: str
+    subject_id: str | None
+    answer_class: str
+    fiches: Sequence[Fiche] = field(default_factory=tuple)
+
+    def render(self, *, as_json: bool = False) -> tuple[str, int]:
+        """(stdout text, exit code). ``no_access`` renders exactly as the unknown answer."""
+        cls = self.answer_class
+        if cls == NO_ACCESS:
+            cls = NO_HIT if self.verb == "show" else FICHES
+        if self.verb == "list" and cls == FICHES:
+            if as_json:
+                return "".join(json.dumps(f.public()) + "\n" for f in self.fiches), 0
+            return "".join(_line(f) + "\n" for f in self.fiches), 0
+        if cls == FICHE:
+            fiche = self.fiches[0].public()
+            if as_json:
+                return json.dumps({"subject": self.subject_id, "answer": FICHE,
+                                   "fiche": fiche}) + "\n", 0
+            return "".join(f"{k}: {_text(v)}\n" for k, v in fiche.items()), 0
+        text = {HIT: "hit", NO_HIT: "no hit", FORWARDED: "request forwarded to OCAM"}[cls]
+        code = 1 if cls == NO_HIT else 0
+        if as_json:
+            body: dict[str, Any] = {"answer": cls}
+            if self.verb == "show":
+                body = {"subject": self.subject_id, **body}
+            return json.dumps(body) + "\n", code
+        return text + "\n", code
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(value)
+    return "-" if value is None else str(value)
+
+
+def _line(f: Fiche) -> str:
+    p = f.public()
+    return (f"{p['subject_id']:<16} {','.join(p['statuses']) or '-':<16} "
+            f"threat={_text(p['threat_level'])} {_text(p['arrondissement']):<16} "
+            f"review_due={_text(p['review_due'])}")
+
+
+class Consultations:
+    """Answer consultations and log them. Library class: explicit arguments, no settings."""
+
+    def __init__(
+        self, *, db: Database, access: AccessConfig, codec: Codec, metrics: StoreMetrics
+    ) -> None:
+        self._db = db
+        self._access = access
+        self._codec = codec
+        self._metrics = metrics
+
+    async def show(
+        self, service: Agency, subject_id: str, purpose: str, now: datetime
+    ) -> Answer:
+        mode = self._access.mode(service)
+        cid = str(uuid.uuid4())
+        async with self._db.transaction() as conn:
+            found: list[Fiche] = []
+            if mode.reads_fiches:
+                rows = await conn.execute(select(fiches).where(
+                    fiches.c.subject_id == subject_id, fiches.c.state == INCLUDED))
+                found = [Fiche.from_row(r) for r in rows.mappings()]
+                cls = FICHE if found else NO_HIT
+            elif mode is AccessMode.HIT_NO_HIT:
+                cls = HIT if await self._included(conn, subject_id) else NO_HIT
+            elif mode is AccessMode.INDIRECT:
+                cls = FORWARDED
+            else:
+                cls = NO_ACCESS
+            answer = Answer(cid, "show", subject_id, cls, tuple(found))
+            await self._log(conn, answer, service=service, mode=mode, query="",
+                            purpose=purpose, now=now)
+        return answer
+
+    async def list(
+        self,
+        service: Agency,
+        purpose: str,
+        now: datetime,
+        *,
+        status: str | None = None,
+        arrondissement: str | None = None,
+    ) -> Answer:
+        mode = self._access.mode(service)
+        cid = str(uuid.uuid4())
+        query = ";".join(f"{k}={v}" for k, v in
+                         (("status", status), ("arrondissement", arrondissement)) if v)
+        async with self._db.transaction() as conn:
+            found: list[Fiche] = []
+            if mode.reads_fiches or mode is AccessMode.HIT_NO_HIT:
+                stmt = select(fiches).where(fiches.c.state == INCLUDED)
+                if arrondissement:
+                    stmt = stmt.where(fiches.c.arrondissement == arrondissement)
+                rows = await conn.execute(stmt.order_by(fiches.c.subject_id))
+                found = [f for f in (Fiche.from_row(r) for r in rows.mappings())
+                         if status is None or status in f.statuses]
+            if mode.reads_fiches:
+                cls = FICHES
+            elif mode is AccessMode.HIT_NO_HIT:
+                cls, found = (HIT if found else NO_HIT), []
+            elif mode is AccessMode.INDIRECT:
+                cls = FORWARDED
+            else:
+                cls = NO_ACCESS
+            answer = Answer(cid, "list", None, cls, tuple(found))
+            await self._log(conn, answer, service=service, mode=mode, query=query,
+                            purpose=purpose, now=now)
+        return answer
+
+    async def _included(self, conn: AsyncConnection, subject_id: str) -> bool:
+        q = select(exists().where(fiches.c.subject_id == subject_id,
+                                  fiches.c.state == INCLUDED))
+        return bool(await conn.scalar(q))
+
+    async def _log(
+        self,
+        conn: AsyncConnection,
+        answer: Answer,
+        *,
+        service: Agency,
+        mode: AccessMode,
+        query: str,
+        purpose: str,
+        now: datetime,
+    ) -> None:
+        row = {
+            "consultation_id": answer.consultation_id, "consulted_at": now,
+            "service": service.value, "access_mode": mode.value, "verb": answer.verb,
+            "subject_id": answer.subject_id, "query": query, "purpose": purpose,
+            "answer_class": answer.answer_class,
+        }
+        await conn.execute(consultations.insert(), row)
+        messages = [outbox_row(answer.consultation_id, CONSULTATION_KIND, service.value,
+                               self._codec.encode(FTF_CONSULTATION, row), now)]
+        if answer.answer_class == FORWARDED:
+            request = {"request_id": answer.consultation_id, "requested_at": now,
+                       "service": service.value, "verb": answer.verb,
+                       "subject_id": answer.subject_id, "query": query, "purpose": purpose}
+            messages.append(outbox_row(
+                str(uuid.uuid5(uuid.NAMESPACE_URL, "ocam-request:" + answer.consultation_id)),
+                OCAM_REQUEST_KIND, service.value, self._codec.encode(OCAM_REQUEST, request), now,
+            ))
+        await conn.execute(outbox.insert(), messages)
+        self._metrics.ftf_consultations.labels(mode.value, answer.verb).inc()
+
+
+async def consultation_log(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
+    """The consultation log, oldest first."""
+    query = select(consultations).order_by(consultations.c.consulted_at,
+                                           consultations.c.consultation_id)
+    if limit is not None:
+        query = query.limit(limit)
+    async with db.engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(query)).mappings()]

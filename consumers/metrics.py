@@ -1,0 +1,66 @@
+"""Metrics of the common database and the durable inboxes: ids and labels, never content."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+
+class StoreMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ftf_events = Counter(
+            "planr_ftf_events",
+            "Events taken by the common-database projector, by agency and outcome.",
+            ["agency", "outcome"],
+            registry=registry,
+        )
+        self.ftf_governance = Counter(
+            "planr_ftf_governance_audits",
+            "Governance audit records (ignored OCAM fields, refused feeds), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.ftf_overdue = Gauge(
+            "planr_ftf_overdue_reviews",
+            "Included entries based on serious indications whose review is overdue.",
+            registry=registry,
+        )
+        self.ftf_removals = Counter(
+            "planr_ftf_removals", "Subjects removed from the common database.", registry=registry
+        )
+        self.ftf_consultations = Counter(
+            "planr_ftf_consultations",
+            "Consultations of the common database, by access mode and verb.",
+            ["access_mode", "verb"],
+            registry=registry,
+        )
+        self.inbox_stored = Counter(
+            "planr_inbox_deliveries_stored",
+            "Deliveries stored in durable inboxes, by recipient class.",
+            ["recipient_class"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "planr_store_duplicates_skipped",
+            "Records already applied (replays), skipped, by consumer.",
+            ["consumer"],
+            registry=registry,
+        )
+        self.bad_records = Counter(
+            "planr_store_bad_records",
+            "Input records sent to the dead-letter topic by a store consumer, by reason.",
+            ["consumer", "reason"],
+            registry=registry,
+        )
+        self.outbox_sent = Counter(
+            "planr_outbox_sent",
+            "Outbox messages acknowledged by the broker, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+
+
+@cache
+def default_store_metrics() -> StoreMetrics:
+    return StoreMetrics(REGISTRY)

@@ -1,0 +1,111 @@
+"""The transactional outbox: messages decided in a database transaction, sent afterwards.
+
+Removal events, consultation audit records, OCAM requests and dead letters are written to the
+``outbox`` table in the same transaction as the change that decided them, then produced
+(``acks=all``) and marked sent. A crash between the two resends them: at-least-once on the
+wire, with deterministic ids for the readers to deduplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+
+from consumers.metrics import StoreMetrics
+from consumers.store import Database
+from consumers.store.tables import outbox
+from planr.errors import DeliveryError
+from planr.kafka import KafkaConnection, make_producer
+from planr.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+REMOVAL_KIND = "removal"
+CONSULTATION_KIND = "consultation"
+OCAM_REQUEST_KIND = "ocam_request"
+DEAD_LETTER_KIND = "dead_letter"
+_FLUSH_ROWS = 1000
+
+
+def outbox_row(
+    message_id: str, kind: str, key: str, value: bytes, created_at: datetime
+) -> dict[str, Any]:
+    return {"message_id": message_id, "kind": kind, "message_key": key, "value": value,
+            "created_at": created_at, "sent": False}
+
+
+def topic_of(topics: Topics, kind: str) -> str:
+    return {
+        REMOVAL_KIND: topics.ftf_removals,
+        CONSULTATION_KIND: topics.ftf_consultations,
+        OCAM_REQUEST_KIND: topics.ftf_ocam_requests,
+        DEAD_LETTER_KIND: topics.dead_letter,
+    }[kind]
+
+
+class Outbox:
+    """Sends unsent outbox rows. ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(self, *, conn: KafkaConnection, topics: Topics, metrics: StoreMetrics) -> None:
+        self._topics = topics
+        self._metrics = metrics
+        self._conn = conn
+        self._producer: Any = None  # created by start()
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        if not self._started:
+            self._producer = make_producer(self._conn, linger_ms=2)
+            await self._producer.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started and not self._closed:
+            self._closed = True
+            await self._producer.stop()
+
+    async def __aenter__(self) -> Outbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def flush(self, db: Database) -> int:
+        """Send every unsent row, wait for the acknowledgements, mark them sent."""
+        await self.start()
+        total = 0
+        while True:
+            async with db.engine.connect() as conn:
+                rows = (await conn.execute(
+                    select(outbox.c.message_id, outbox.c.kind, outbox.c.message_key,
+                           outbox.c.value)
+                    .where(outbox.c.sent.is_(False))
+                    .order_by(outbox.c.created_at, outbox.c.message_id)
+                    .limit(_FLUSH_ROWS)
+                )).all()
+            if not rows:
+                return total
+            futures = [
+                await self._producer.send(topic_of(self._topics, r.kind), value=r.value,
+                                          key=r.message_key.encode())
+                for r in rows
+            ]
+            try:
+                for fut in futures:
+                    await fut
+            except Exception as exc:
+                raise DeliveryError(f"{len(rows)} outbox message(s) not acknowledged") from exc
+            ids = [r.message_id for r in rows]
+            async with db.transaction() as conn:
+                await conn.execute(
+                    update(outbox).where(outbox.c.message_id.in_(ids)).values(sent=True)
+                )
+            for r in rows:
+                self._metrics.outbox_sent.labels(r.kind).inc()
+            total += len(rows)
+            log.debug("outbox.sent", count=len(rows))

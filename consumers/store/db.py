@@ -1,0 +1,184 @@
+"""One async database layer for SQLite (default) and PostgreSQL, with migrations.
+
+``Database(url)`` opens an SQLAlchemy async engine (aiosqlite or asyncpg) and, on
+``start()``, upgrades the schema to the newest migration (Alembic). SQLite runs in WAL mode
+with ``BEGIN IMMEDIATE`` transactions, so that several processes (the projector, the inbox
+service, a consultation) can share one file without lock-upgrade deadlocks.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Table, event, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from consumers.store.tables import consumer_offsets
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_PG_MIGRATION_LOCK = 0x504C414E52  # "PLANR": serialises concurrent upgrades on PostgreSQL
+_CHUNK = 500
+
+
+def sqlite_url(data_dir: Path, name: str = "planr.db") -> str:
+    """The default store: a file under the data directory."""
+    return f"sqlite+aiosqlite:///{(data_dir / name).resolve()}"
+
+
+def normalize_url(url: str) -> str:
+    """Pick the async driver for a plain ``postgresql://`` or ``sqlite://`` URL."""
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+def _upgrade(sync_conn: Connection) -> None:
+    if sync_conn.dialect.name == "postgresql":
+        sync_conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, "head")
+
+
+class Database:
+    """The store. ``start()``/``stop()`` or ``async with``; ``transaction()`` for work."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = normalize_url(url)
+        self._migrate = migrate
+        self._engine: AsyncEngine | None = None
+        self._closed = False
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("Database not started")
+        return self._engine
+
+    async def start(self) -> None:
+        if self._engine is not None:
+            return
+        if self.url.startswith("sqlite"):
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(
+                self.url, connect_args={"timeout": 60}, pool_size=1, max_overflow=0
+            )
+            _sqlite_pragmas(engine)
+        else:
+            engine = create_async_engine(self.url, pool_size=4, max_overflow=4)
+        self._engine = engine
+        if self._migrate:
+            async with engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+
+    async def stop(self) -> None:
+        if self._engine is not None and not self._closed:
+            self._closed = True
+            await self._engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_engine", None) is not None and not getattr(self, "_closed", True):
+            warnings.warn("unclosed Database: call stop()", ResourceWarning, stacklevel=1)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction: committed when the block ends, rolled back on an exception."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    # -- helpers shared by the projections ---------------------------------------------------
+
+    def insert_ignore(self, table: Table) -> Any:
+        """``INSERT ... ON CONFLICT DO NOTHING`` for this dialect."""
+        return self._insert(table).on_conflict_do_nothing()
+
+    def upsert(self, table: Table, keys: Sequence[str]) -> Any:
+        """``INSERT ... ON CONFLICT (keys) DO UPDATE`` setting every other column."""
+        stmt = self._insert(table)
+        others = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=others)
+
+    def _insert(self, table: Table) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    async def load_offsets(self, consumer: str) -> dict[tuple[str, int], int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(consumer_offsets.c.topic, consumer_offsets.c.partition,
+                       consumer_offsets.c.next_offset)
+                .where(consumer_offsets.c.consumer == consumer)
+            )
+            return {(r.topic, r.partition): r.next_offset for r in rows}
+
+    async def save_offsets(
+        self, conn: AsyncConnection, consumer: str, offsets: Mapping[tuple[str, int], int]
+    ) -> None:
+        """Store next offsets in ``conn``'s transaction; an offset never moves backwards."""
+        if not offsets:
+            return
+        stmt = self._insert(consumer_offsets)
+        biggest = func.greatest if self.dialect == "postgresql" else func.max
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["consumer", "topic", "partition"],
+            set_={"next_offset": biggest(consumer_offsets.c.next_offset,
+                                         stmt.excluded.next_offset)},
+        )
+        await conn.execute(stmt, [
+            {"consumer": consumer, "topic": t, "partition": p, "next_offset": o}
+            for (t, p), o in offsets.items()
+        ])
+
+    async def existing(
+        self, conn: AsyncConnection, column: Any, values: Iterable[str]
+    ) -> set[str]:
+        """Which of ``values`` are already in ``column`` (chunked IN queries)."""
+        wanted = list(values)
+        found: set[str] = set()
+        for i in range(0, len(wanted), _CHUNK):
+            rows = await conn.execute(select(column).where(column.in_(wanted[i : i + _CHUNK])))
+            found.update(r[0] for r in rows)
+        return found
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

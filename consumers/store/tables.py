@@ -1,0 +1,188 @@
+"""The tables of the common database and of the durable inboxes (SQLAlchemy Core).
+
+The migrations in ``consumers/store/migrations`` create exactly these tables; a test checks
+that they agree. Every value stored by a projection is derived from its input records only
+(no wall-clock time), so that replaying the same input yields the same rows.
+
+Lists (statuses, phenomena, domains) are stored as sorted comma-separated labels, so that
+SQLite and PostgreSQL hold identical values.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out; stored without zone on every backend."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:  # noqa: ARG002
+        if value is None:
+            return None
+        if isinstance(value, str):  # pragma: no cover - SQLite returns datetimes via SQLAlchemy
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+#: Input offsets of every store-backed consumer, written in the transaction of its outputs.
+consumer_offsets = Table(
+    "consumer_offsets",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("topic", String(255), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)
+
+#: One fiche per subject of the common database.
+fiches = Table(
+    "fiches",
+    metadata,
+    Column("subject_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    # proposed (fed, not yet included by OCAM) | included | removed
+    Column("state", String(16), nullable=False),
+    Column("statuses", String(64), nullable=False),
+    Column("ftf_situation", String(32)),
+    Column("ftf_country", String(2)),
+    Column("ftf_at", UtcDateTime),
+    Column("threat_level", Integer),
+    Column("basis", String(32)),
+    Column("municipality", String(8)),
+    Column("prison", String(64)),
+    Column("arrondissement", String(64)),
+    Column("location_at", UtcDateTime),
+    Column("first_info_at", UtcDateTime, nullable=False),
+    Column("last_info_at", UtcDateTime, nullable=False),
+    Column("included_at", UtcDateTime),
+    Column("removed_at", UtcDateTime),
+    Column("last_review_at", UtcDateTime),
+    Column("review_due", UtcDateTime),
+    Column("contributions", Integer, nullable=False),
+    Column("last_event_id", String(36), nullable=False),
+)
+Index("ix_fiches_state_review_due", fiches.c.state, fiches.c.review_due)
+
+#: Every event the projector has taken (applied or not), for deduplication and oversight.
+applied_events = Table(
+    "applied_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("delivery_id", String(36), nullable=False),
+    Column("agency", String(16), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),  # applied | feed_denied
+)
+
+#: Each service's contribution to a fiche over time: ids and markings, never text.
+contributions = Table(
+    "contributions",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("subject_id", String(64), nullable=False, index=True),
+    Column("agency", String(16), nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime, nullable=False),
+    Column("statuses", String(64), nullable=False),
+    Column("phenomena", String(128), nullable=False),
+    Column("domains", String(128), nullable=False),
+    Column("classification", String(16), nullable=False),
+    Column("handling", String(4), nullable=False),
+    Column("tlp", String(16), nullable=False),
+    Column("reliability", String(1), nullable=False),
+    Column("accuracy", Integer, nullable=False),
+)
+
+#: Governance decisions taken by the projector: ignored OCAM fields, refused feeds.
+governance_audit = Table(
+    "governance_audit",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("reason", String(32), primary_key=True),
+    Column("agency", String(16), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("detail", String(128), nullable=False),  # labels only: fields, access mode
+    Column("at", UtcDateTime, nullable=False),
+)
+
+#: Every consultation of the common database, for the oversight bodies (COC, Comite R).
+consultations = Table(
+    "consultations",
+    metadata,
+    Column("consultation_id", String(36), primary_key=True),
+    Column("consulted_at", UtcDateTime, nullable=False, index=True),
+    Column("service", String(16), nullable=False),
+    Column("access_mode", String(16), nullable=False),
+    Column("verb", String(8), nullable=False),  # show | list
+    Column("subject_id", String(64)),
+    Column("query", String(128), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("answer_class", String(24), nullable=False),
+)
+
+#: Messages to publish (removal events, consultation audit, OCAM requests), written in the
+#: transaction that decided them and sent afterwards (at-least-once, deterministic ids).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("kind", String(24), nullable=False),  # removal | consultation | ocam_request
+    Column("message_key", String(64), nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent", Boolean, nullable=False, default=False),
+)
+Index("ix_outbox_sent", outbox.c.sent, outbox.c.created_at)
+
+#: Durable inboxes of the TFL, WG and CSIL R recipients, deduplicated by delivery id.
+inbox_deliveries = Table(
+    "inbox_deliveries",
+    metadata,
+    Column("delivery_id", String(36), primary_key=True),
+    Column("recipient", String(64), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("rules", String(512), nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("routed_at", UtcDateTime, nullable=False),
+    Column("view", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # the view record, Avro as delivered
+    Column("topic_partition", Integer, nullable=False),
+    Column("topic_offset", BigInteger, nullable=False),
+)
+Index(
+    "ix_inbox_recipient_position",
+    inbox_deliveries.c.recipient,
+    inbox_deliveries.c.topic_partition,
+    inbox_deliveries.c.topic_offset,
+)

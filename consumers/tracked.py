@@ -1,0 +1,228 @@
+"""Store-backed consumers: input offsets live in the database, next to the outputs.
+
+A :class:`TrackedConsumer` has no consumer group. It assigns itself its topics' partitions
+and seeks to the offsets stored in the database (or to the beginning), then, for each
+batch, writes its outputs *and* the next offsets in one database transaction. A crash at any
+point therefore loses nothing and applies nothing twice: after a restart the consumer
+resumes exactly after the last committed batch. Kafka commits are never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from consumers.metrics import StoreMetrics
+from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
+from consumers.store import Database
+from planr.errors import PlanrError
+from planr.kafka import KafkaConnection, make_consumer
+from schemas import DEAD_LETTER
+from schemas.codec import Codec
+
+log = structlog.get_logger(__name__)
+
+BAD_RECORD_NS = uuid.UUID("a3d0f4be-5d7c-4d67-8b0e-0f6e1d1c7b55")
+
+Batch = dict[TopicPartition, list[ConsumerRecord]]
+
+
+@dataclass
+class ConsumerStats:
+    records: int = 0
+    batches: int = 0
+    duplicates: int = 0
+    bad: int = 0
+
+
+class TrackedConsumer:
+    """Base class: subclasses implement :meth:`handle` (writes in the given transaction)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        conn: KafkaConnection,
+        db: Database,
+        codec: Codec,
+        metrics: StoreMetrics,
+        topics: Sequence[str],
+        outbox: Outbox | None = None,
+        max_batch: int = 2000,
+    ) -> None:
+        self.name = name
+        self._db = db
+        self._codec = codec
+        self._metrics = metrics
+        self._topics = list(topics)
+        self._outbox = outbox
+        self._conn = conn
+        self._max_batch = max_batch
+        self._consumer: Any = None  # created by start(): no Kafka client until it is used
+        self._stop_requested = asyncio.Event()
+        self._started = False
+        self._closed = False
+        self._tps: list[TopicPartition] = []
+        self.stats = ConsumerStats()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._consumer = make_consumer(self._conn, group_id=None, max_records=self._max_batch)
+        await self._consumer.start()
+        self._started = True
+        try:
+            await self._assign()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self._started and not self._closed:
+            self._closed = True
+            await self._consumer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {type(self).__name__}: call stop()", ResourceWarning,
+                          stacklevel=1)
+
+    def request_stop(self) -> None:
+        """Finish the batch in flight (its transaction), then return from :meth:`run`."""
+        self._stop_requested.set()
+
+    async def _assign(self) -> None:
+        await self._consumer.topics()  # refresh metadata of every topic
+        tps: list[TopicPartition] = []
+        missing = 0
+        for topic in self._topics:
+            parts = self._consumer.partitions_for_topic(topic)
+            if not parts:
+                missing += 1
+                continue
+            tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+        if not tps:
+            raise PlanrError(f"{self.name}: none of its {len(self._topics)} topic(s) exist; "
+                             "run 'planr topics provision'")
+        if missing:
+            log.warning("store_consumer.topics_missing", consumer=self.name, missing=missing)
+        stored = await self._db.load_offsets(self.name)
+        self._consumer.assign(tps)
+        fresh = []
+        for tp in tps:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                fresh.append(tp)
+            else:
+                self._consumer.seek(tp, offset)
+        if fresh:
+            await self._consumer.seek_to_beginning(*fresh)
+        self._tps = tps
+        log.info("store_consumer.assigned", consumer=self.name, partitions=len(tps),
+                 resumed=len(tps) - len(fresh))
+
+    async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
+        raise NotImplementedError
+
+    async def after_commit(self) -> None:
+        """Called after each committed batch and when idle (publish the outbox, gauges)."""
+        if self._outbox is not None:
+            await self._outbox.flush(self._db)
+
+    async def process(self, batch: Batch) -> None:
+        """One batch: outputs and next offsets in one transaction."""
+        async with self._db.transaction() as conn:
+            await self.handle(conn, batch)
+            await self._db.save_offsets(
+                conn, self.name,
+                {(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in batch.items()},
+            )
+        self.stats.batches += 1
+        self.stats.records += sum(len(r) for r in batch.values())
+        await self.after_commit()
+
+    async def run(self, *, until_idle: float | None = None) -> ConsumerStats:
+        """Consume until stopped, or until ``until_idle`` seconds pass without input."""
+        await self.start()
+        idle_since = time.monotonic()
+        await self.after_commit()
+        while not self._stop_requested.is_set():
+            batch = await self._consumer.getmany(timeout_ms=200)
+            if batch:
+                await self.process(batch)
+                idle_since = time.monotonic()
+            elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
+                break
+        await self.after_commit()
+        return self.stats
+
+    async def catch_up(self) -> ConsumerStats:
+        """Consume up to the end of every partition as of now, then return (``planr inbox``).
+
+        The end is the high watermark that fetch responses carry: Tansu answers ``ListOffsets``
+        (``end_offsets``) with the base offset of the last record batch, short of the end.
+        """
+        await self.start()
+        end = await self._consumer.end_offsets(self._tps)
+        empty_polls = 0
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=300)
+            if batch:
+                await self.process(batch)
+                empty_polls = 0
+                continue
+            empty_polls += 1
+            pending = False
+            for tp in self._tps:
+                position = await self._consumer.position(tp)
+                high = self._consumer.highwater(tp)
+                if position < end[tp] or (high is None and empty_polls < 5) or (
+                    high is not None and position < high
+                ):
+                    pending = True
+            if not pending:
+                break
+        await self.after_commit()
+        return self.stats
+
+    def dead_letter(
+        self, rows: list[dict[str, Any]], rec: ConsumerRecord, reason: str, detail: str
+    ) -> None:
+        """Queue ``rec`` for the dead-letter topic (in the batch's transaction) and count it."""
+        record = {
+            "reason": reason,
+            "detail": detail,
+            "source_topic": rec.topic,
+            "source_partition": rec.partition,
+            "source_offset": rec.offset,
+            "original_key": rec.key,
+            "original": rec.value if rec.value is not None else b"",
+            "failed_at": datetime.fromtimestamp(rec.timestamp / 1000, UTC),
+        }
+        mid = str(uuid.uuid5(BAD_RECORD_NS, f"{rec.topic}|{rec.partition}|{rec.offset}"))
+        rows.append(outbox_row(mid, DEAD_LETTER_KIND, rec.topic,
+                               self._codec.encode(DEAD_LETTER, record), record["failed_at"]))
+        self.stats.bad += 1
+        self._metrics.bad_records.labels(self.name, reason).inc()
+        log.warning("store_consumer.dead_letter", consumer=self.name, reason=reason,
+                    topic=rec.topic, partition=rec.partition, offset=rec.offset)

@@ -1,0 +1,115 @@
+"""The Avro codec: single-object encoding, schema resolution, specific errors on bad bytes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from planr.domain import Agency
+from planr.errors import DecodeError, UnknownSchemaError
+from schemas import AVRO_DIR, DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
+from schemas.codec import MAGIC, Codec, SchemaStore
+from tests.helpers import make_signal
+
+
+def _signal_record() -> dict[str, Any]:
+    return make_signal().to_avro(Agency.VSSE, datetime(2026, 11, 28, tzinfo=UTC))
+
+
+def test_signal_round_trips_through_single_object_encoding(codec: Codec):
+    record = _signal_record()
+    data = codec.encode(SIGNAL, record)
+    assert data[:2] == MAGIC
+    assert data[2:10] == codec.store.current(SIGNAL).fingerprint
+    assert codec.decode(data, SIGNAL) == record
+
+
+@pytest.mark.parametrize(
+    ("name", "record"),
+    [
+        (DELIVERY, {"delivery_id": "d", "event_id": "e", "recipient": "tfl:brussel",
+                    "rule": "tfl-territory", "rules": ["tfl-territory"], "policy_version": "v",
+                    "routed_at": datetime(2026, 1, 1, tzinfo=UTC), "view": "tfl",
+                    "payload": b"\x01\x02"}),
+        (ROUTING_DECISION, {"event_id": "e", "agency": "vsse", "recipient": "ntf",
+                            "outcome": "deny", "rule": "default-deny", "rules": [],
+                            "policy_version": "v", "delivery_id": None,
+                            "decided_at": datetime(2026, 1, 1, tzinfo=UTC)}),
+        (DEAD_LETTER, {"reason": "undecodable", "detail": "", "source_topic": "t",
+                       "source_partition": 0, "source_offset": 3, "original_key": None,
+                       "original": b"junk", "failed_at": datetime(2026, 1, 1, tzinfo=UTC)}),
+    ],
+)
+def test_envelope_schemas_round_trip(codec: Codec, name: str, record: dict[str, Any]):
+    assert codec.decode(codec.encode(name, record), name) == record
+
+
+def test_old_writer_schema_is_read_by_the_newer_reader():
+    current = json.loads((AVRO_DIR / "signal.avsc").read_text())
+    old = copy.deepcopy(current)
+    # An older Signal: no FTF details, no owner-named recipients, no local-sharing flag.
+    old["fields"] = [f for f in old["fields"]
+                     if f["name"] not in {"ftf", "named_recipients", "local_sharing"}]
+    store = SchemaStore.default()
+    store.add(old, current=False, source="old")
+    codec = Codec(store)
+    writer_only = store.writer(next(
+        fp for fp, k in store._by_fp.items() if k.source == "old"
+    ))
+    record = {k: v for k, v in _signal_record().items()
+              if k not in {"ftf", "named_recipients", "local_sharing"}}
+    data = Codec.encode_with(writer_only, record)
+    decoded = codec.decode(data, SIGNAL)
+    assert decoded["event_id"] == record["event_id"]
+    assert decoded["ftf"] is None
+    assert decoded["named_recipients"] == []
+    assert decoded["local_sharing"] is False
+
+
+def test_unknown_fingerprint_raises_unknown_schema_error(codec: Codec):
+    data = MAGIC + b"\x00" * 8 + b"\x02"
+    with pytest.raises(UnknownSchemaError) as info:
+        codec.decode(data, SIGNAL)
+    assert info.value.reason == "unknown_schema"
+
+
+@pytest.mark.parametrize("data", [b"", b"not avro at all", b"\xc3\x01"])
+def test_bytes_without_header_raise_decode_error(codec: Codec, data: bytes):
+    with pytest.raises(DecodeError) as info:
+        codec.decode(data, SIGNAL)
+    assert info.value.reason == "bad_header"
+
+
+def test_truncated_body_raises_decode_error_not_a_crash(codec: Codec):
+    data = codec.encode(SIGNAL, _signal_record())
+    with pytest.raises(DecodeError) as info:
+        codec.decode(data[: len(data) // 2], SIGNAL)
+    assert info.value.reason == "undecodable"
+
+
+def test_trailing_bytes_are_rejected(codec: Codec):
+    data = codec.encode(SIGNAL, _signal_record()) + b"\x00\x00"
+    with pytest.raises(DecodeError):
+        codec.decode(data, SIGNAL)
+
+
+def test_a_message_of_another_schema_is_not_read_as_a_signal(codec: Codec):
+    data = codec.encode(DEAD_LETTER, {
+        "reason": "r", "detail": "", "source_topic": "t", "source_partition": 0,
+        "source_offset": 0, "original_key": None, "original": b"",
+        "failed_at": datetime(2026, 1, 1, tzinfo=UTC)})  # fmt: skip
+    with pytest.raises(DecodeError) as info:
+        codec.decode(data, SIGNAL)
+    assert info.value.reason == "wrong_schema"
+
+
+def test_decode_errors_do_not_echo_the_bytes(codec: Codec):
+    data = codec.encode(SIGNAL, _signal_record())
+    with pytest.raises(DecodeError) as info:
+        codec.decode(data[:-3], SIGNAL)
+    assert "SUMMARY" not in str(info.value)
+    assert info.value.__cause__ is None

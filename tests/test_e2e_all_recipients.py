@@ -1,0 +1,213 @@
+"""End to end on the embedded broker: a generated scenario of 5,000 signals reaches every
+recipient class exactly as the default policy decides offline, in minimised views, with one
+audit record per decision, and no signal text in the audit, the NTF aggregates, the logs or
+the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC
+from typing import Any
+
+import pytest
+import structlog
+from aiokafka import TopicPartition
+from prometheus_client import generate_latest
+
+from consumers.inbox import read_inbox
+from consumers.reader import read_topic
+from planr.domain import Agency, Recipient, RecipientClass, all_recipients
+from planr.kafka import KafkaConnection, make_consumer
+from planr.telemetry import Metrics, configure_logging
+from planr.topics import Topics, provision
+from producers.scenario import generate
+from routing.aggregator import Aggregator, totals
+from routing.engine import Facts
+from routing.router import Router
+from routing.setup import RoutingSetup
+from routing.views import view_schema_name
+from schemas import DELIVERY, ROUTING_DECISION
+from schemas.codec import Codec
+from schemas.models import SignalIn
+from tests.helpers import SECRET_SUMMARY, publish_all
+
+N_SIGNALS = 5_000
+AGGREGATE_FIELDS = {"aggregate_id", "period", "arrondissement", "phenomenon", "count",
+                    "policy_version", "emitted_at"}
+
+
+class Offline:
+    """The default policy evaluated without Kafka: what each recipient must receive."""
+
+    def __init__(self, setup: RoutingSetup, signals: list[tuple[Agency, SignalIn]]) -> None:
+        self.deliveries: Counter[str] = Counter()
+        self.decisions: dict[tuple[str, str], tuple[str, str]] = {}  # -> (outcome, rule)
+        self.ntf_cells: Counter[tuple[str, str, str]] = Counter()
+        self.ntf_signals = 0
+        for agency, s in signals:
+            facts = Facts.of(s.to_avro(agency))
+            for d in setup.engine.decide(facts):
+                rid = str(d.recipient)
+                self.decisions[(facts.event_id, rid)] = ("allow" if d.allowed else "deny", d.rule)
+                if not d.allowed:
+                    continue
+                if d.recipient.cls is RecipientClass.NTF:
+                    self.ntf_signals += 1
+                    month = s.occurred_at.astimezone(UTC).strftime("%Y-%m")
+                    for ph in sorted(facts.phenomena) or ["none"]:
+                        self.ntf_cells[(month, facts.arrondissement, ph)] += 1
+                else:
+                    self.deliveries[rid] += 1
+
+
+def _scenario() -> list[tuple[Agency, SignalIn]]:
+    """The generated scenario, each summary marked so that a leak is easy to find."""
+    return [(agency, s.model_copy(update={"summary": f"{SECRET_SUMMARY} {i}"}))
+            for i, (agency, s) in enumerate(generate(N_SIGNALS, seed=2026))]
+
+
+async def _route(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, metrics: Metrics,
+                 group_id: str, ntf_signals: int) -> None:
+    router = Router(conn=conn, topics=topics, engine=setup.engine, views=setup.views,
+                    codec=setup.codec, metrics=metrics, group_id=group_id)
+    aggregator = Aggregator(conn=conn, topics=topics, codec=setup.codec, metrics=metrics,
+                            group_id=f"{group_id}-ntf", interval=0.5)
+    async with router, aggregator:
+        counting = asyncio.create_task(aggregator.run())
+        stats = await router.run(until_idle=2.0)
+        assert stats.signals == N_SIGNALS
+        assert not stats.dead_letters
+        deadline = time.monotonic() + 30
+        while aggregator.facts < ntf_signals and time.monotonic() < deadline:
+            assert not counting.done(), counting.exception()
+            await asyncio.sleep(0.1)
+        aggregator.request_stop()
+        await counting
+        assert aggregator.facts == ntf_signals
+
+
+async def _read_deliveries(
+    conn: KafkaConnection, topics: Topics, codec: Codec
+) -> dict[str, list[dict[str, Any]]]:
+    """Every delivery topic: through the recipients' inbox reader, except the 565 CSIL R
+    topics, read by one consumer (a reader per topic costs ~0.1 s of metadata each)."""
+
+    async def inbox(r: Recipient) -> tuple[str, list[dict[str, Any]]]:
+        return str(r), [item async for item in read_inbox(conn, topics, codec, r)]
+
+    csilr = [r for r in all_recipients() if r.cls is RecipientClass.CSILR]
+    others = [r for r in all_recipients() if r.cls is not RecipientClass.CSILR]
+    out = dict(await asyncio.gather(*(inbox(r) for r in others)))
+    by_topic = await _read_topics(conn, [topics.delivery(r) for r in csilr])
+    for r in csilr:
+        out[str(r)] = []
+        for value in by_topic[topics.delivery(r)]:
+            envelope = codec.decode(value, DELIVERY)
+            envelope["payload"] = codec.decode(envelope["payload"],
+                                               view_schema_name(envelope["view"]))
+            out[str(r)].append(envelope)
+    return out
+
+
+async def _read_topics(conn: KafkaConnection, names: list[str]) -> dict[str, list[bytes]]:
+    """Every record now in the given topics, with one consumer and no group. The end of a
+    partition is the high watermark of fetch responses (as in consumers.reader: Tansu's
+    ListOffsets answers short of the end after a multi-record batch)."""
+    consumer = make_consumer(conn, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(t, p) for t in names
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        assert len(tps) >= len(names), "every topic exists"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: dict[str, list[bytes]] = {t: [] for t in names}
+        remaining = set(tps)
+        deadline = time.monotonic() + 30
+        while remaining and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                out[tp.topic].extend(r.value for r in records)
+            for tp in list(remaining):
+                high = consumer.highwater(tp)
+                if high is not None and await consumer.position(tp) >= high:
+                    remaining.discard(tp)
+        assert not remaining, "reading the CSIL R topics stalled"
+        return out
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(180)
+async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_offline(
+    conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics, codec: Codec,
+    routing_setup: RoutingSetup, capsys: pytest.CaptureFixture[str],
+):
+    signals = _scenario()
+    offline = Offline(routing_setup, signals)
+    views = routing_setup.policy.document.views
+    version = routing_setup.policy.version
+    saved_logging = structlog.get_config()
+    configure_logging("json", "debug")
+    try:
+        await provision(conn, topics)  # every topic: ~0.2 s on the embedded broker
+        await publish_all(conn, topics, codec, metrics, signals)
+        await _route(conn, topics, routing_setup, metrics, group_id, offline.ntf_signals)
+        inboxes = await _read_deliveries(conn, topics, codec)
+        raw_audit = [rec.value async for rec in read_topic(conn, topics.audit)]
+        raw_facts = [rec.value async for rec in read_topic(conn, topics.ntf_facts)]
+    finally:
+        structlog.configure(**saved_logging)
+    captured = capsys.readouterr()
+
+    # Per-recipient counts equal the policy evaluated offline; every class received something.
+    ntf = inboxes.pop("ntf")
+    got = Counter({rid: len(items) for rid, items in inboxes.items() if items})
+    assert got == offline.deliveries
+    classes = {Recipient.parse(rid).cls for rid in got} | ({RecipientClass.NTF} if ntf else set())
+    assert classes == set(RecipientClass)
+    assert sum(1 for rid in got if rid.startswith("csilr:")) >= 20
+
+    # Each delivery is one the engine allows, with its rule, in exactly its class's view.
+    seen_ids: set[str] = set()
+    for rid, items in inboxes.items():
+        view = routing_setup.policy.document.classes[Recipient.parse(rid).cls].view
+        for item in items:
+            assert item["recipient"] == rid
+            assert offline.decisions[(item["event_id"], rid)] == ("allow", item["rule"])
+            assert (item["policy_version"], item["view"]) == (version, view)
+            assert set(item["payload"]) == set(views[view]), rid
+            assert item["payload"]["event_id"] == item["event_id"]
+            seen_ids.add(item["delivery_id"])
+    assert len(seen_ids) == sum(offline.deliveries.values()), "delivery ids are unique"
+
+    # The audit: exactly one record per (signal, candidate recipient), and no content.
+    audits = [codec.decode(value, ROUTING_DECISION) for value in raw_audit]
+    pairs = Counter((a["event_id"], a["recipient"]) for a in audits)
+    assert set(pairs) == set(offline.decisions)
+    assert max(pairs.values()) == 1
+    for a in audits:
+        assert (a["outcome"], a["rule"]) == offline.decisions[(a["event_id"], a["recipient"])]
+        assert a["policy_version"] == version
+    leak = SECRET_SUMMARY.encode()
+    assert not [v for v in raw_audit if leak in v]
+
+    # The NTF: aggregates only, whose totals match the offline counts.
+    assert ntf
+    assert all(set(a) == AGGREGATE_FIELDS for a in ntf)
+    assert totals(ntf) == offline.ntf_cells
+    assert len(raw_facts) == offline.ntf_signals
+    assert not [v for v in raw_facts if leak in v]
+
+    # Logs and metrics: ids and labels only.
+    logs = captured.err + captured.out
+    assert '"event": "router.started"' in logs
+    assert SECRET_SUMMARY not in logs
+    exposition = generate_latest(metrics.registry).decode()
+    decided = metrics.registry.get_sample_value(
+        "planr_routing_decisions_total", {"recipient_class": "csilr", "outcome": "allow"})
+    assert decided == sum(n for rid, n in offline.deliveries.items() if rid.startswith("csilr:"))
+    assert SECRET_SUMMARY not in exposition

@@ -1,0 +1,53 @@
+"""The database layer on SQLite and PostgreSQL: migrations, offsets."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from consumers.store import Database, normalize_url
+from consumers.store.tables import metadata
+from tests.test_store_helpers import BACKENDS, store_url
+
+
+@pytest.fixture(params=BACKENDS)
+async def url(request, tmp_path):
+    async with store_url(request.param, tmp_path) as u:
+        yield u
+
+
+async def test_migrations_create_exactly_the_models(url):
+    async with Database(url) as db:
+        async with db.engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), metadata))
+        assert diff == []
+    async with Database(url) as db:  # a second start is a no-op upgrade
+        assert await db.load_offsets("nobody") == {}
+
+
+async def test_offsets_never_move_backwards(url):
+    async with Database(url) as db:
+        async with db.transaction() as conn:
+            await db.save_offsets(conn, "c", {("t", 0): 10, ("t", 1): 3})
+        async with db.transaction() as conn:
+            await db.save_offsets(conn, "c", {("t", 0): 7, ("t", 1): 4})
+        assert await db.load_offsets("c") == {("t", 0): 10, ("t", 1): 4}
+
+
+async def test_a_failed_transaction_stores_no_offsets(url):
+    async with Database(url) as db:
+        async def crash() -> None:
+            async with db.transaction() as conn:
+                await db.save_offsets(conn, "c", {("t", 0): 5})
+                raise RuntimeError("crash before commit")
+
+        with pytest.raises(RuntimeError):
+            await crash()
+        assert await db.load_offsets("c") == {}
+
+
+def test_plain_urls_get_the_async_driver():
+    assert normalize_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert normalize_url("sqlite:////x/y.db") == "sqlite+aiosqlite:////x/y.db"

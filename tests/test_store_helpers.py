@@ -1,0 +1,119 @@
+"""Helpers for the store, projector and inbox tests (no tests here).
+
+``store_url`` yields a fresh database: an SQLite file, or a fresh database on the PostgreSQL
+server named by ``PLANR_TEST_PG_URL`` (skipped when unset).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy import make_url, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from consumers.store import Database, normalize_url, sqlite_url
+from consumers.store.tables import metadata
+from planr.domain import Agency, Recipient, RecipientClass
+from routing.router import delivery_id
+from routing.setup import RoutingSetup
+from schemas import DELIVERY
+from schemas.models import SignalIn
+
+PG_ENV = "PLANR_TEST_PG_URL"
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@asynccontextmanager
+async def store_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    if kind == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    admin_url = os.environ.get(PG_ENV)
+    if not admin_url:
+        pytest.skip(f"{PG_ENV} is not set: no PostgreSQL server for this test")
+    admin = make_url(normalize_url(admin_url))
+    name = f"planr_t_{uuid.uuid4().hex[:12]}"
+    engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield admin.set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with engine.connect() as conn:
+                await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await engine.dispose()
+
+
+def signal(
+    n: int,
+    *,
+    subject: str = "P-1",
+    agency: Agency = Agency.VSSE,
+    statuses: tuple[str, ...] = ("FTF",),
+    municipality: str = "21004",
+    ocam: dict[str, Any] | None = None,
+    at: datetime | None = None,
+    ftf: dict[str, Any] | None = None,
+) -> SignalIn:
+    data: dict[str, Any] = {
+        "event_id": str(uuid.UUID(int=n + 1, version=4)),
+        "occurred_at": (at or T0 + timedelta(hours=n)).isoformat(),
+        "subject": {"id": subject, "kind": "person", "statuses": list(statuses)},
+        "location": {"municipality": municipality},
+        "phenomena": ["salafism"],
+        "classification": "unclassified", "handling": "H0", "tlp": "amber",
+        "reliability": "B", "accuracy": 2, "summary": "never stored",
+    }
+    if ocam is not None:
+        data["ocam"] = ocam
+    if ftf is not None:
+        data["ftf"] = ftf
+    return SignalIn.model_validate({**data, "agency": agency.value})
+
+
+def ftf_delivery(setup: RoutingSetup, s: SignalIn, published_at: datetime | None = None) -> bytes:
+    """The Delivery the router would write to the ftf-db topic for ``s``."""
+    assert s.agency is not None
+    record = s.to_avro(s.agency, published_at or s.occurred_at + timedelta(minutes=1))
+    version = setup.engine.version
+    rcpt = Recipient(RecipientClass.FTF_DB)
+    return setup.codec.encode(DELIVERY, {
+        "delivery_id": delivery_id(record["event_id"], rcpt, version),
+        "event_id": record["event_id"], "recipient": str(rcpt), "rule": "ftf-db-statuses",
+        "rules": ["ftf-db-statuses"], "policy_version": version,
+        "routed_at": record["published_at"], "view": "ftf_db",
+        "payload": setup.views.render("ftf_db", record),
+    })
+
+
+def records(topic: str, values: list[bytes], start: int = 0) -> list[ConsumerRecord]:
+    return [
+        ConsumerRecord(topic, 0, start + i, 1_767_225_600_000, 0, None, v, None, 0, len(v), ())
+        for i, v in enumerate(values)
+    ]
+
+
+async def dump(db: Database, *, skip: tuple[str, ...] = ()) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table's rows, sorted, for comparing two databases."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    async with db.engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            if table.name in skip:
+                continue
+            rows = (await conn.execute(select(table))).all()
+            out[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return out
