@@ -147,6 +147,17 @@ class PolicyDocument(_Strict):
     views: dict[str, list[str] | Literal["aggregate"]]
     rules: list[Rule]
 
+    def _class_errors(self) -> list[tuple[Loc, str]]:
+        errors: list[tuple[Loc, str]] = []
+        for cls_, spec in self.classes.items():
+            if spec.candidates not in _SCOPES[cls_]:
+                errors.append((("classes", cls_.value, "candidates"),
+                               f"{cls_.value} candidates can be {sorted(_SCOPES[cls_])}"))
+            if spec.view not in self.views:
+                errors.append((("classes", cls_.value, "view"),
+                               f"view {spec.view!r} is not defined"))
+        return errors
+
     def cross_reference_errors(self) -> list[tuple[Loc, str]]:
         """Checks that span entries, each error with its place in the file: missing classes
         or groups, view fields, undefined views, duplicated or reserved rule ids."""
@@ -166,13 +177,7 @@ class PolicyDocument(_Strict):
                                    f"view {name!r}: {f!r} is not a field of a signal"))
             if len(set(fields)) != len(fields):
                 errors.append((("views", name), f"view {name!r} lists a field twice"))
-        for cls_, spec in self.classes.items():
-            if spec.candidates not in _SCOPES[cls_]:
-                errors.append((("classes", cls_.value, "candidates"),
-                               f"{cls_.value} candidates can be {sorted(_SCOPES[cls_])}"))
-            if spec.view not in self.views:
-                errors.append((("classes", cls_.value, "view"),
-                               f"view {spec.view!r} is not defined"))
+        errors.extend(self._class_errors())
         seen: set[str] = set()
         for i, rule in enumerate(self.rules):
             if rule.id == "default-deny":
