@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from planr import territory
 from planr.domain import (
+    DATABASE_STATUSES,
     Agency,
     Classification,
     Domain,
@@ -24,7 +25,7 @@ from planr.domain import (
     SubjectKind,
     Tlp,
 )
-from schemas.models import Ftf, Location, SignalIn, Subject
+from schemas.models import Ftf, Location, OcamDecision, SignalIn, Subject
 
 PUBLISHERS = (Agency.OCAM, Agency.VSSE, Agency.POLFED, Agency.POLLOC, Agency.DGEPI,
               Agency.CTIF, Agency.OE, Agency.SGRS)  # fmt: skip
@@ -66,6 +67,13 @@ def generate(n: int, *, seed: int = 2015, subjects: int = 400) -> Iterator[tuple
         domains = rng.sample(list(Domain), k=rng.choice((0, 1, 1, 2)))
         if in_prison and Domain.PRISON not in domains:
             domains.append(Domain.PRISON)
+        ocam = None
+        if agency is Agency.OCAM and DATABASE_STATUSES.intersection(statuses):
+            ocam = OcamDecision(
+                action="remove" if rng.random() < 0.05 else "include",
+                threat_level=rng.choices((1, 2, 3, 4), (40, 35, 20, 5))[0],
+                basis=rng.choice(("serious_indications", "established")),
+            )
         yield agency, SignalIn(
             event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
             occurred_at=start + timedelta(minutes=rng.randrange(0, 60 * 24 * 330)),
@@ -90,4 +98,5 @@ def generate(n: int, *, seed: int = 2015, subjects: int = 400) -> Iterator[tuple
                 if Status.FTF in statuses
                 else None
             ),
+            ocam=ocam,
         )
