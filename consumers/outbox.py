@@ -19,6 +19,7 @@ from consumers.store import Database
 from consumers.store.tables import outbox
 from planr.errors import DeliveryError
 from planr.kafka import KafkaConnection, make_producer
+from planr.lifecycle import Service
 from planr.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -46,7 +47,7 @@ def topic_of(topics: Topics, kind: str) -> str:
     }[kind]
 
 
-class Outbox:
+class Outbox(Service):
     """Sends unsent outbox rows. ``start()``/``stop()`` or ``async with``."""
 
     def __init__(self, *, conn: KafkaConnection, topics: Topics, metrics: StoreMetrics) -> None:
@@ -54,26 +55,13 @@ class Outbox:
         self._metrics = metrics
         self._conn = conn
         self._producer: Any = None  # created by start()
-        self._started = False
-        self._closed = False
 
-    async def start(self) -> None:
-        if not self._started:
-            self._producer = make_producer(self._conn, linger_ms=2)
-            await self._producer.start()
-            self._started = True
+    async def _open(self) -> None:
+        self._producer = make_producer(self._conn, linger_ms=2)
+        await self._producer.start()
 
-    async def stop(self) -> None:
-        if self._started and not self._closed:
-            self._closed = True
-            await self._producer.stop()
-
-    async def __aenter__(self) -> Outbox:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    async def _close(self) -> None:
+        await self._producer.stop()
 
     async def flush(self, db: Database) -> int:
         """Send every unsent row, wait for the acknowledgements, mark them sent."""

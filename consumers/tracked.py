@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
@@ -28,6 +26,7 @@ from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
 from consumers.store import Database
 from planr.errors import PlanrError
 from planr.kafka import KafkaConnection, make_consumer
+from planr.lifecycle import Service
 from schemas import DEAD_LETTER
 from schemas.codec import Codec
 
@@ -46,7 +45,7 @@ class ConsumerStats:
     bad: int = 0
 
 
-class TrackedConsumer:
+class TrackedConsumer(Service):
     """Base class: subclasses implement :meth:`handle` (writes in the given transaction)."""
 
     def __init__(
@@ -71,41 +70,20 @@ class TrackedConsumer:
         self._max_batch = max_batch
         self._consumer: Any = None  # created by start(): no Kafka client until it is used
         self._stop_requested = asyncio.Event()
-        self._started = False
-        self._closed = False
         self._tps: list[TopicPartition] = []
         self.stats = ConsumerStats()
 
-    async def start(self) -> None:
-        if self._started:
-            return
+    async def _open(self) -> None:
         self._consumer = make_consumer(self._conn, group_id=None, max_records=self._max_batch)
         await self._consumer.start()
-        self._started = True
         try:
             await self._assign()
         except BaseException:
-            await self.stop()
+            await self._consumer.stop()
             raise
 
-    async def stop(self) -> None:
-        if self._started and not self._closed:
-            self._closed = True
-            await self._consumer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
-            warnings.warn(f"unclosed {type(self).__name__}: call stop()", ResourceWarning,
-                          stacklevel=1)
+    async def _close(self) -> None:
+        await self._consumer.stop()
 
     def request_stop(self) -> None:
         """Finish the batch in flight (its transaction), then return from :meth:`run`."""

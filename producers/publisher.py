@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import structlog
@@ -15,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from planr.domain import Agency
 from planr.errors import UsageError
 from planr.kafka import KafkaConnection, make_producer
+from planr.lifecycle import Service
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from schemas import SIGNAL
@@ -24,7 +23,7 @@ from schemas.models import SignalIn
 log = structlog.get_logger(__name__)
 
 
-class Publisher:
+class Publisher(Service):
     """Publishes an agency's signals to its ingress topic, keyed by subject id, ``acks=all``.
 
     ``start()``/``stop()`` or ``async with``; ``stop()`` is idempotent and flushes.
@@ -45,32 +44,13 @@ class Publisher:
         self._metrics = metrics
         self._conn = conn
         self._producer: AIOKafkaProducer  # created in start()
-        self._started = False
-        self._closed = False
 
-    async def start(self) -> None:
-        if not self._started:
-            self._producer = make_producer(self._conn)
-            await self._producer.start()
-            self._started = True
+    async def _open(self) -> None:
+        self._producer = make_producer(self._conn)
+        await self._producer.start()
 
-    async def stop(self) -> None:
-        if self._started and not self._closed:
-            self._closed = True
-            await self._producer.stop()  # flushes pending sends
-
-    async def __aenter__(self) -> Publisher:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
-            warnings.warn("unclosed Publisher: call stop()", ResourceWarning, stacklevel=1)
+    async def _close(self) -> None:
+        await self._producer.stop()  # flushes pending sends
 
     def _record(self, signal: SignalIn) -> dict[str, Any]:
         if signal.agency is not None and signal.agency is not self.agency:

@@ -17,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import structlog
@@ -30,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from planr.domain import Recipient, RecipientClass
 from planr.errors import DeliveryError, PlanrError
 from planr.kafka import KafkaConnection, make_consumer, make_producer
+from planr.lifecycle import Service
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing.views import NTF_AGGREGATE, NTF_FACT
@@ -49,7 +48,7 @@ class _Block:
     dirty: bool = False
 
 
-class Aggregator:
+class Aggregator(Service):
     def __init__(
         self,
         *,
@@ -75,14 +74,10 @@ class Aggregator:
         self._blocks: dict[tuple[TopicPartition, int], _Block] = {}
         self._position: dict[TopicPartition, int] = {}
         self._stop_requested = asyncio.Event()
-        self._started = False
-        self._closed = False
         self.emitted = 0
         self.facts = 0
 
-    async def start(self) -> None:
-        if self._started:
-            return
+    async def _open(self) -> None:
         self._producer = make_producer(self._conn)
         self._consumer = make_consumer(self._conn, self._topics.ntf_facts,
                                        group_id=self._group_id)
@@ -92,30 +87,12 @@ class Aggregator:
         except BaseException:
             await self._producer.stop()
             raise
-        self._started = True
 
-    async def stop(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._started:
-            try:
-                await self._consumer.stop()
-            finally:
-                await self._producer.stop()
-
-    async def __aenter__(self) -> Aggregator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
-            warnings.warn("unclosed Aggregator: call stop()", ResourceWarning, stacklevel=1)
+    async def _close(self) -> None:
+        try:
+            await self._consumer.stop()
+        finally:
+            await self._producer.stop()
 
     def request_stop(self) -> None:
         self._stop_requested.set()

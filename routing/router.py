@@ -16,12 +16,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import structlog
@@ -31,6 +29,7 @@ from planr.batching import BatchSender
 from planr.domain import Recipient
 from planr.errors import PlanrError
 from planr.kafka import KafkaConnection, make_consumer, make_producer
+from planr.lifecycle import Service
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing.engine import Engine, Facts, agency_label
@@ -59,7 +58,7 @@ class RouterStats:
     batches: int = 0
 
 
-class Router:
+class Router(Service):
     """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``."""
 
     def __init__(
@@ -88,15 +87,11 @@ class Router:
         self._consumer: AIOKafkaConsumer
         self._producer: AIOKafkaProducer
         self._stop_requested = asyncio.Event()
-        self._started = False
-        self._closed = False
         self.stats = RouterStats()
         self._counters: dict[tuple[str, bool], Any] = {}
         metrics.policy_info.labels(engine.version).set(1)
 
-    async def start(self) -> None:
-        if self._started:
-            return
+    async def _open(self) -> None:
         self._producer = make_producer(self._conn)
         self._consumer = make_consumer(self._conn, *self._ingress, group_id=self._group_id,
                                        max_records=self._max_batch)
@@ -106,33 +101,15 @@ class Router:
         except BaseException:
             await self._producer.stop()
             raise
-        self._started = True
         log.info("router.started", policy_version=self._engine.version, topics=len(self._ingress))
 
-    async def stop(self) -> None:
-        """Leave the group and flush the producer; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._started:
-            try:
-                await self._consumer.stop()
-            finally:
-                await self._producer.stop()
+    async def _close(self) -> None:
+        """Leave the group and flush the producer."""
+        try:
+            await self._consumer.stop()
+        finally:
+            await self._producer.stop()
         log.info("router.stopped", records=self.stats.records, signals=self.stats.signals)
-
-    async def __aenter__(self) -> Router:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
-            warnings.warn("unclosed Router: call stop()", ResourceWarning, stacklevel=1)
 
     def request_stop(self) -> None:
         """Finish the batch in flight, commit it, then return from :meth:`run` (SIGTERM)."""

@@ -8,11 +8,9 @@ service, a consultation) can share one file without lock-upgrade deadlocks.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from alembic import command
@@ -22,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from consumers.store.tables import consumer_offsets
+from planr.lifecycle import Service
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _PG_MIGRATION_LOCK = 0x504C414E52  # "PLANR": serialises concurrent upgrades on PostgreSQL
@@ -54,14 +53,13 @@ def _upgrade(sync_conn: Connection) -> None:
     command.upgrade(cfg, "head")
 
 
-class Database:
+class Database(Service):
     """The store. ``start()``/``stop()`` or ``async with``; ``transaction()`` for work."""
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = normalize_url(url)
         self._migrate = migrate
         self._engine: AsyncEngine | None = None
-        self._closed = False
 
     @property
     def dialect(self) -> str:
@@ -73,9 +71,7 @@ class Database:
             raise RuntimeError("Database not started")
         return self._engine
 
-    async def start(self) -> None:
-        if self._engine is not None:
-            return
+    async def _open(self) -> None:
         if self.url.startswith("sqlite"):
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -86,28 +82,17 @@ class Database:
             _sqlite_pragmas(engine)
         else:
             engine = create_async_engine(self.url, pool_size=4, max_overflow=4)
-        self._engine = engine
         if self._migrate:
-            async with engine.begin() as conn:
-                await conn.run_sync(_upgrade)
+            try:
+                async with engine.begin() as conn:
+                    await conn.run_sync(_upgrade)
+            except BaseException:
+                await engine.dispose()
+                raise
+        self._engine = engine
 
-    async def stop(self) -> None:
-        if self._engine is not None and not self._closed:
-            self._closed = True
-            await self._engine.dispose()
-
-    async def __aenter__(self) -> Database:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    def __del__(self) -> None:
-        if getattr(self, "_engine", None) is not None and not getattr(self, "_closed", True):
-            warnings.warn("unclosed Database: call stop()", ResourceWarning, stacklevel=1)
+    async def _close(self) -> None:
+        await self.engine.dispose()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
