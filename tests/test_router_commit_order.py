@@ -59,8 +59,10 @@ class RecordingConsumer:
         self._producer = producer
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.acked_at_commit.append(all(f.done() and not f.exception()
-                                        for f in self._producer.futures))
+        futures = self._producer.futures
+        self.acked_at_commit.append(
+            bool(futures) and all(f.done() and not f.exception() for f in futures)
+        )
         self.commits.append(offsets)
 
 
