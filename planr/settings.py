@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         default=DEFAULT_FTF_ACCESS,
         description="Access modes of the services to the common database (FTF / T.E.R.).",
     )
+    session_timeout_ms: int = Field(
+        default=10_000, ge=6_000, le=300_000,
+        description="Consumer-group session timeout; Tansu completes a join after half of it.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None

@@ -40,6 +40,7 @@ class Context:
             sasl_mechanism=s.sasl_mechanism,
             sasl_username=s.sasl_username,
             sasl_password=s.sasl_password,
+            session_timeout_ms=s.session_timeout_ms,
         )
 
     def serve_metrics(self) -> None:
