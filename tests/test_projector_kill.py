@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumers.governance import DEFAULT_ACCESS_FILE, AccessConfig
-from consumers.inboxes import InboxService
+from consumers.inboxes import INBOXES, InboxService
 from consumers.metrics import StoreMetrics
 from consumers.projector import PROJECTOR, Projector
 from consumers.store import Database
@@ -33,7 +33,7 @@ from tests.test_store_helpers import BACKENDS, dump, ftf_delivery, store_url
 pytestmark = pytest.mark.kafka
 
 EVENTS = 20_000
-INBOX_EVENTS = 4_000
+INBOX_EVENTS = 20_000
 KILLS = 5
 PLANR = str(Path(sys.executable).parent / "planr")
 TFL = Recipient(RecipientClass.TFL, "brussel")
@@ -131,24 +131,36 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
                "PLANR_LOG_LEVEL": "warning"}
         commands = [["ftf", "project", "--until-idle", "2"],
                     ["inboxes", "--recipient", str(TFL), "--until-idle", "2"]]
-        progress = []
+        names = [(PROJECTOR, ftf_topic), (INBOXES, tfl_topic)]
+        kills: list[list[int]] = [[], []]  # stored offset right after each SIGKILL
+
+        async def stored(i: int) -> int:
+            name, topic = names[i]
+            return (await db.load_offsets(name)).get((topic, 0), 0)
+
         async with Database(url) as db:  # migrate once, before the processes race
             logs = [tmp_path / "projector.log", tmp_path / "inboxes.log"]
-            for _ in range(KILLS):
+            # Each process is killed, in each round, as soon as its stored offset passes a
+            # random point of its stream: the kills land part-way, wherever the process is.
+            sizes = [len(ftf_values), len(tfl_values)]
+            targets = [sorted(rng.sample(range(1, n * 9 // 10), KILLS)) for n in sizes]
+            for round_ in range(KILLS):
                 procs = [spawn(c, env, log) for c, log in zip(commands, logs, strict=True)]
-                await asyncio.sleep(rng.uniform(2.0, 4.0))
-                for proc in procs:
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait()
-                offsets = await db.load_offsets(PROJECTOR)
-                progress.append(offsets.get((ftf_topic, 0), 0))
+                while any(p.poll() is None for p in procs):
+                    for i, proc in enumerate(procs):
+                        if proc.poll() is None and await stored(i) >= targets[i][round_]:
+                            proc.send_signal(signal.SIGKILL)
+                            proc.wait()
+                            kills[i].append(await stored(i))
+                    await asyncio.sleep(0.005)
             procs = [spawn(c, env, log) for c, log in zip(commands, logs, strict=True)]
             for proc, log in zip(procs, logs, strict=True):
                 await asyncio.to_thread(proc.wait, timeout=180)
                 assert proc.returncode == 0, log.read_text()[-2000:]
             got = await dump(db)
-    # the projector was killed part-way at least once (not before starting, not after ending)
-    assert any(0 < p < len(ftf_values) for p in progress), progress
+    # both processes were killed part-way, several times (not before starting, not at the end)
+    assert len([k for k in kills[0] if 0 < k < len(ftf_values)]) >= 2, kills
+    assert len([k for k in kills[1] if 0 < k < len(tfl_values)]) >= 2, kills
     # outbox rows were sent by the processes, not by the reference: compare all but 'sent'
     got["outbox"] = [r[:-1] for r in got["outbox"]]
     expected["outbox"] = [r[:-1] for r in expected["outbox"]]

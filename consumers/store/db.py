@@ -84,7 +84,7 @@ class Database(Service):
             engine = create_async_engine(self.url, pool_size=4, max_overflow=4)
         if self._migrate:
             try:
-                async with engine.begin() as conn:
+                async with engine.execution_options(planr_write=True).begin() as conn:
                     await conn.run_sync(_upgrade)
             except BaseException:
                 await engine.dispose()
@@ -96,8 +96,9 @@ class Database(Service):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """One transaction: committed when the block ends, rolled back on an exception."""
-        async with self.engine.begin() as conn:
+        """One write transaction: committed when the block ends, rolled back on an exception.
+        (Reads use ``engine.connect()``: on SQLite they then do not take the write lock.)"""
+        async with self.engine.execution_options(planr_write=True).begin() as conn:
             yield conn
 
     # -- helpers shared by the projections ---------------------------------------------------
@@ -166,4 +167,7 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A writer takes the write lock up front (no deadlocking lock upgrades between
+        # processes); a reader reads a WAL snapshot and never waits for, or blocks, writers.
+        write = conn.get_execution_options().get("planr_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
