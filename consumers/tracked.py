@@ -29,6 +29,7 @@ from planr.kafka import KafkaConnection, make_consumer
 from planr.lifecycle import Service
 from schemas import DEAD_LETTER
 from schemas.codec import Codec
+from schemas.dead_letter import dead_letter_record
 
 log = structlog.get_logger(__name__)
 
@@ -187,16 +188,9 @@ class TrackedConsumer(Service):
         self, rows: list[dict[str, Any]], rec: ConsumerRecord, reason: str, detail: str
     ) -> None:
         """Queue ``rec`` for the dead-letter topic (in the batch's transaction) and count it."""
-        record = {
-            "reason": reason,
-            "detail": detail,
-            "source_topic": rec.topic,
-            "source_partition": rec.partition,
-            "source_offset": rec.offset,
-            "original_key": rec.key,
-            "original": rec.value if rec.value is not None else b"",
-            "failed_at": datetime.fromtimestamp(rec.timestamp / 1000, UTC),
-        }
+        # failed_at from the record itself: a replay writes the same row
+        record = dead_letter_record(rec, reason, detail,
+                                    datetime.fromtimestamp(rec.timestamp / 1000, UTC))
         mid = str(uuid.uuid5(BAD_RECORD_NS, f"{rec.topic}|{rec.partition}|{rec.offset}"))
         rows.append(outbox_row(mid, DEAD_LETTER_KIND, rec.topic,
                                self._codec.encode(DEAD_LETTER, record), record["failed_at"]))

@@ -34,6 +34,7 @@ from planr.topics import Topics
 from routing.views import NTF_AGGREGATE, NTF_FACT
 from schemas import DEAD_LETTER
 from schemas.codec import Codec
+from schemas.dead_letter import dead_letter_record
 
 log = structlog.get_logger(__name__)
 AGG_NS = uuid.UUID("0b7e3d1c-2f4a-4c55-8a0e-9d6b1f2e3c4d")
@@ -139,12 +140,9 @@ class Aggregator(Service):
 
     async def _dead_letter(self, rec: ConsumerRecord, reason: str) -> Any:
         self._metrics.dead_letters.labels(reason).inc()
-        value = self._codec.encode(DEAD_LETTER, {
-            "reason": reason, "detail": "NtfFact could not be read",
-            "source_topic": rec.topic, "source_partition": rec.partition,
-            "source_offset": rec.offset, "original_key": rec.key,
-            "original": rec.value or b"", "failed_at": datetime.now(UTC),
-        })  # fmt: skip
+        value = self._codec.encode(
+            DEAD_LETTER, dead_letter_record(rec, reason, "NtfFact could not be read")
+        )
         return await self._producer.send(self._topics.dead_letter, value=value, key=rec.key)
 
     async def flush(self) -> int:

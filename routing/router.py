@@ -36,6 +36,7 @@ from routing.engine import Engine, Facts, agency_label
 from routing.views import NTF_FACT, Views
 from schemas import DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
 from schemas.codec import Codec
+from schemas.dead_letter import dead_letter_record
 
 log = structlog.get_logger(__name__)
 
@@ -247,16 +248,7 @@ class Router(Service):
     async def _dead_letter(
         self, rec: ConsumerRecord, reason: str, detail: str, out: BatchSender
     ) -> None:
-        record = {
-            "reason": reason,
-            "detail": detail,
-            "source_topic": rec.topic,
-            "source_partition": rec.partition,
-            "source_offset": rec.offset,
-            "original_key": rec.key,
-            "original": rec.value if rec.value is not None else b"",
-            "failed_at": datetime.now(UTC),
-        }
+        record = dead_letter_record(rec, reason, detail)
         await out.add(self._topics.dead_letter, self._codec.encode(DEAD_LETTER, record), rec.key)
         self.stats.dead_letters[reason] += 1
         self._metrics.dead_letters.labels(reason).inc()
