@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from planr.settings import DEFAULT_POLICY
-from producers.scenario import generate
+from routing import DEFAULT_POLICY
 from routing.engine import Engine, Facts
 from routing.setup import prepare
+from scenarios.signals import generate
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,17 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from consumers.governance import DEFAULT_ACCESS_FILE, AccessConfig
+from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
+from consumers.ftf.projector import Projector
 from consumers.metrics import StoreMetrics
-from consumers.projector import Projector
 from consumers.store import Database, normalize_url, sqlite_url
 from planr.broker import EmbeddedBroker
 from planr.domain import Recipient, RecipientClass
 from planr.kafka import KafkaConnection, make_producer
-from planr.settings import DEFAULT_POLICY
 from planr.topics import Topics, provision
+from routing import DEFAULT_POLICY
 from routing.setup import prepare
+from scenarios.ftf import ftf_delivery, ftf_history
 
 
 async def _produce(conn: KafkaConnection, topic: str, values: list[bytes]) -> None:
@@ -77,12 +78,8 @@ async def _pg_database(admin_url: str, name: str, *, drop: bool) -> str:
 
 async def bench(events: int = 50_000, pg_url: str | None = None) -> dict[str, float]:
     """Events per second, per store."""
-    # the kill-and-restart test's scenario: same shape of input
-    from tests.test_projector_kill import scenario  # noqa: PLC0415
-    from tests.test_store_helpers import ftf_delivery  # noqa: PLC0415
-
     setup = prepare(DEFAULT_POLICY)
-    values = [ftf_delivery(setup, s) for s in scenario(random.Random(7), events)]
+    values = [ftf_delivery(setup, s) for s in ftf_history(random.Random(7), events)]
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         async with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:

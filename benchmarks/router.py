@@ -10,13 +10,13 @@ from prometheus_client import CollectorRegistry
 
 from planr.broker import EmbeddedBroker
 from planr.kafka import KafkaConnection
-from planr.settings import DEFAULT_POLICY
 from planr.telemetry import Metrics
 from planr.topics import Topics, provision
 from producers.publisher import Publisher
-from producers.scenario import generate
+from routing import DEFAULT_POLICY
 from routing.router import Router
 from routing.setup import prepare
+from scenarios.signals import generate
 
 
 async def run(n: int = 20_000) -> dict[str, float]:

@@ -10,9 +10,8 @@ from consumers.reader import read_topic
 from planr.domain import Recipient, RecipientClass
 from planr.kafka import KafkaConnection
 from planr.topics import Topics
-from routing.views import NTF_AGGREGATE, view_schema_name
-from schemas import DELIVERY
 from schemas.codec import Codec
+from schemas.names import DELIVERY, NTF_AGGREGATE, view_schema_name
 
 
 def _jsonable(value: Any) -> Any:

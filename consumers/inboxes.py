@@ -8,7 +8,8 @@ deliveries stay readable as the view schemas evolve.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,14 +20,14 @@ from consumers.metrics import StoreMetrics
 from consumers.outbox import Outbox
 from consumers.store import Database
 from consumers.store.tables import inbox_deliveries, outbox
-from consumers.tracked import Batch, TrackedConsumer
+from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient, RecipientClass, all_recipients
 from planr.errors import PlanrError
 from planr.kafka import KafkaConnection
+from planr.loop import Batch
 from planr.topics import Topics
-from routing.views import view_schema_name
-from schemas import DELIVERY
 from schemas.codec import Codec
+from schemas.names import DELIVERY, view_schema_name
 
 INBOXES = "inboxes"
 INBOX_CLASSES = frozenset({RecipientClass.TFL, RecipientClass.WG, RecipientClass.CSILR})
@@ -143,3 +144,25 @@ async def read_stored(
         }
         out.append(((r["topic_partition"], r["topic_offset"]), jsonable(item)))
     return out
+
+
+async def follow_inbox(
+    service: InboxService,
+    db: Database,
+    codec: Codec,
+    recipient: Recipient,
+    *,
+    live: bool = False,
+    poll: float = 1.0,
+) -> AsyncIterator[dict[str, Any]]:
+    """What ``planr inbox`` shows: catch the inbox up with its topic, then yield its stored
+    deliveries in topic order; with ``live``, keep catching up and yielding new ones."""
+    position: tuple[int, int] | None = None
+    while True:
+        await service.catch_up()
+        for pos, item in await read_stored(db, codec, recipient, position):
+            position = pos
+            yield item
+        if not live:
+            return
+        await asyncio.sleep(poll)

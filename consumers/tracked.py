@@ -9,8 +9,6 @@ resumes exactly after the last committed batch. Kafka commits are never used.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,16 +24,14 @@ from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
 from consumers.store import Database
 from planr.errors import PlanrError
 from planr.kafka import KafkaConnection, make_consumer
-from planr.lifecycle import Service
-from schemas import DEAD_LETTER
+from planr.loop import Batch, ConsumeLoop
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
+from schemas.names import DEAD_LETTER
 
 log = structlog.get_logger(__name__)
 
 BAD_RECORD_NS = uuid.UUID("a3d0f4be-5d7c-4d67-8b0e-0f6e1d1c7b55")
-
-Batch = dict[TopicPartition, list[ConsumerRecord]]
 
 
 @dataclass
@@ -46,7 +42,7 @@ class ConsumerStats:
     bad: int = 0
 
 
-class TrackedConsumer(Service):
+class TrackedConsumer(ConsumeLoop):
     """Base class: subclasses implement :meth:`handle` (writes in the given transaction)."""
 
     def __init__(
@@ -70,7 +66,7 @@ class TrackedConsumer(Service):
         self._conn = conn
         self._max_batch = max_batch
         self._consumer: Any = None  # created by start(): no Kafka client until it is used
-        self._stop_requested = asyncio.Event()
+        super().__init__()
         self._tps: list[TopicPartition] = []
         self.stats = ConsumerStats()
 
@@ -85,10 +81,6 @@ class TrackedConsumer(Service):
 
     async def _close(self) -> None:
         await self._consumer.stop()
-
-    def request_stop(self) -> None:
-        """Finish the batch in flight (its transaction), then return from :meth:`run`."""
-        self._stop_requested.set()
 
     async def _assign(self) -> None:
         await self._consumer.topics()  # refresh metadata of every topic
@@ -128,32 +120,39 @@ class TrackedConsumer(Service):
         if self._outbox is not None:
             await self._outbox.flush(self._db)
 
-    async def process(self, batch: Batch) -> None:
-        """One batch: outputs and next offsets in one transaction."""
+    async def _poll(self) -> Batch:
+        batch: Batch = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms)
+        return batch
+
+    async def _handle(self, batch: Batch) -> None:
+        """The batch's writes and its next offsets, in one transaction (the commit rule: the
+        offsets live in the database, committed with the outputs they cover)."""
         async with self._db.transaction() as conn:
             await self.handle(conn, batch)
             await self._db.save_offsets(
                 conn, self.name,
                 {(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in batch.items()},
             )
+
+    async def _commit(self, batch: Batch) -> None:
+        """Already committed with the outputs; then publish what the batch put in the outbox."""
         self.stats.batches += 1
         self.stats.records += sum(len(r) for r in batch.values())
         await self.after_commit()
 
+    async def _begin(self) -> None:
+        await self.after_commit()
+
+    async def _end(self) -> None:
+        await self.after_commit()
+
+    def _result(self) -> ConsumerStats:
+        return self.stats
+
     async def run(self, *, until_idle: float | None = None) -> ConsumerStats:
         """Consume until stopped, or until ``until_idle`` seconds pass without input."""
-        await self.start()
-        idle_since = time.monotonic()
-        await self.after_commit()
-        while not self._stop_requested.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200)
-            if batch:
-                await self.process(batch)
-                idle_since = time.monotonic()
-            elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
-                break
-        await self.after_commit()
-        return self.stats
+        stats: ConsumerStats = await super().run(until_idle=until_idle)
+        return stats
 
     async def catch_up(self) -> ConsumerStats:
         """Consume up to the end of every partition as of now, then return (``planr inbox``).

@@ -65,3 +65,28 @@ class DeliveryError(PlanrError, RuntimeError):
 
     reason = "delivery"
     retriable = True
+
+
+class SchemaError(PlanrError, ValueError):
+    """A schema file that is not one named Avro record schema."""
+
+    reason = "schema"
+
+
+class EncodeError(PlanrError, ValueError):
+    """A record that does not fit the schema it is written with (a field name says where)."""
+
+    reason = "unencodable"
+
+
+class TopicError(PlanrError, RuntimeError):
+    """The broker refused to create a topic the bus needs."""
+
+    reason = "topics"
+
+
+class StoreError(PlanrError, RuntimeError):
+    """The store (SQLite or PostgreSQL) is unreachable, or was used before ``start()``."""
+
+    reason = "store"
+    retriable = True

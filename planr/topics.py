@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import structlog
 from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaError
 
 from planr.domain import Agency, Recipient, all_recipients
+from planr.errors import BrokerError, TopicError
 from planr.kafka import KafkaConnection, make_admin
 
 log = structlog.get_logger(__name__)
@@ -108,7 +110,11 @@ async def provision(
     """Create the topics that do not exist yet; return the names created. Idempotent."""
     wanted = list(names) if names is not None else topics.everything()
     admin = make_admin(conn)
-    await admin.start()
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"broker {conn.bootstrap_servers} refused or unreachable "
+                          f"({type(exc).__name__})") from None
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
@@ -122,7 +128,7 @@ async def provision(
                 if code == 0:
                     created.append(name)
                 elif code != _TOPIC_ALREADY_EXISTS:
-                    raise RuntimeError(f"could not create topic {name}: error code {code}")
+                    raise TopicError(f"could not create topic {name}: error code {code}")
         log.info("topics.provisioned", created=len(created), existing=len(wanted) - len(missing))
         return created
     finally:

@@ -16,9 +16,9 @@ from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
 from planr.telemetry import Metrics
 from planr.topics import Topics
-from schemas import SIGNAL
 from schemas.codec import Codec
 from schemas.models import SignalIn
+from schemas.names import SIGNAL
 
 log = structlog.get_logger(__name__)
 

@@ -28,13 +28,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from planr.domain import Recipient, RecipientClass
 from planr.errors import DeliveryError, PlanrError
 from planr.kafka import KafkaConnection, make_consumer, make_producer
-from planr.lifecycle import Service
+from planr.loop import Batch, ConsumeLoop
 from planr.telemetry import Metrics
 from planr.topics import Topics
-from routing.views import NTF_AGGREGATE, NTF_FACT
-from schemas import DEAD_LETTER
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
+from schemas.names import DEAD_LETTER, NTF_AGGREGATE, NTF_FACT
 
 log = structlog.get_logger(__name__)
 AGG_NS = uuid.UUID("0b7e3d1c-2f4a-4c55-8a0e-9d6b1f2e3c4d")
@@ -49,7 +48,7 @@ class _Block:
     dirty: bool = False
 
 
-class Aggregator(Service):
+class Aggregator(ConsumeLoop):
     def __init__(
         self,
         *,
@@ -74,7 +73,8 @@ class Aggregator(Service):
         self._producer: AIOKafkaProducer
         self._blocks: dict[tuple[TopicPartition, int], _Block] = {}
         self._position: dict[TopicPartition, int] = {}
-        self._stop_requested = asyncio.Event()
+        super().__init__()
+        self._last_flush = time.monotonic()
         self.emitted = 0
         self.facts = 0
 
@@ -95,27 +95,28 @@ class Aggregator(Service):
         finally:
             await self._producer.stop()
 
-    def request_stop(self) -> None:
-        self._stop_requested.set()
+    async def _poll(self) -> Batch:
+        batch: Batch = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms)
+        return batch
 
-    async def run(self, *, until_idle: float | None = None) -> None:
-        await self.start()
-        last_flush = last_input = time.monotonic()
-        while not self._stop_requested.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200)
-            now = time.monotonic()
-            if batch:
-                last_input = now
-                await self._absorb(batch)
-            if now - last_flush >= self._interval:
-                await self.flush()
-                last_flush = now
-            if (until_idle is not None and self._consumer.assignment()
-                    and now - last_input >= until_idle):
-                break
+    def _ready(self) -> bool:
+        return bool(self._consumer.assignment())
+
+    async def _handle(self, batch: Batch) -> None:
+        await self._absorb(batch)
+
+    async def _commit(self, batch: Batch) -> None:
+        """Nothing per batch: offsets are committed by :meth:`flush`, up to complete blocks."""
+
+    async def _tick(self) -> None:
+        if time.monotonic() - self._last_flush >= self._interval:
+            await self.flush()
+            self._last_flush = time.monotonic()
+
+    async def _end(self) -> None:
         await self.flush()
 
-    async def _absorb(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _absorb(self, batch: Batch) -> None:
         pending = []
         for tp, records in batch.items():
             for rec in records:

@@ -12,9 +12,6 @@ never dies on a bad record.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -23,20 +20,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from planr.batching import BatchSender
 from planr.domain import Recipient
 from planr.errors import PlanrError
 from planr.kafka import KafkaConnection, make_consumer, make_producer
-from planr.lifecycle import Service
+from planr.loop import Batch, ConsumeLoop
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing.engine import Engine, Facts, agency_label
-from routing.views import NTF_FACT, Views
-from schemas import DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
+from routing.views import Views
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
+from schemas.names import DEAD_LETTER, DELIVERY, NTF_FACT, ROUTING_DECISION, SIGNAL
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +56,7 @@ class RouterStats:
     batches: int = 0
 
 
-class Router(Service):
+class Router(ConsumeLoop):
     """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``."""
 
     def __init__(
@@ -84,10 +81,10 @@ class Router(Service):
         self._conn = conn
         self._group_id = group_id
         self._max_batch = max_batch
+        super().__init__()
         # Clients are created in start(): an object never started holds no sockets.
         self._consumer: AIOKafkaConsumer
         self._producer: AIOKafkaProducer
-        self._stop_requested = asyncio.Event()
         self.stats = RouterStats()
         self._counters: dict[tuple[str, bool], Any] = {}
         metrics.policy_info.labels(engine.version).set(1)
@@ -112,38 +109,28 @@ class Router(Service):
             await self._producer.stop()
         log.info("router.stopped", records=self.stats.records, signals=self.stats.signals)
 
-    def request_stop(self) -> None:
-        """Finish the batch in flight, commit it, then return from :meth:`run` (SIGTERM)."""
-        self._stop_requested.set()
+    async def _poll(self) -> Batch:
+        batch: Batch = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms)
+        return batch
+
+    def _ready(self) -> bool:
+        return bool(self._consumer.assignment())
+
+    def _result(self) -> RouterStats:
+        return self.stats
 
     async def run(self, *, until_idle: float | None = None) -> RouterStats:
         """Route until stopped, or until ``until_idle`` seconds pass with no input."""
-        if not self._started:
-            await self.start()
-        idle_since: float | None = None
-        while not self._stop_requested.is_set():
-            batch = await self._consumer.getmany(timeout_ms=200)
-            if batch:
-                await self._process(batch)
-                idle_since = time.monotonic()
-                continue
-            if until_idle is None or not self._consumer.assignment():
-                continue
-            if idle_since is None:
-                idle_since = time.monotonic()
-            elif time.monotonic() - idle_since >= until_idle:
-                log.info("router.idle", seconds=until_idle)
-                break
-        return self.stats
+        stats: RouterStats = await super().run(until_idle=until_idle)
+        return stats
 
-    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    async def _handle(self, batch: Batch) -> None:
+        """Decide and produce every output of the batch; return once all are acknowledged."""
         out = BatchSender(self._producer)
         published: list[datetime] = []
         now = datetime.now(UTC)
-        count = 0
         for records in batch.values():
             for rec in records:
-                count += 1
                 published_at = await self._route_record(rec, now, out)
                 if published_at is not None:
                     published.append(published_at)
@@ -151,7 +138,11 @@ class Router(Service):
         acked = datetime.now(UTC)
         for p in published:
             self._metrics.routing_latency.observe(max(0.0, (acked - p).total_seconds()))
+
+    async def _commit(self, batch: Batch) -> None:
+        """The commit rule: the next offset of every partition, once its outputs are acked."""
         await self._consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+        count = sum(len(recs) for recs in batch.values())
         self.stats.records += count
         self.stats.batches += 1
         self._metrics.batch_size.observe(count)
@@ -254,11 +245,3 @@ class Router(Service):
         self._metrics.dead_letters.labels(reason).inc()
         log.warning("router.dead_letter", reason=reason, topic=rec.topic,
                     partition=rec.partition, offset=rec.offset)
-
-
-async def drain_on(router: Router, *signals_: int) -> None:
-    """Install handlers so that the given signals (e.g. SIGTERM) drain the router."""
-    loop = asyncio.get_running_loop()
-    for sig in signals_:
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, router.request_stop)

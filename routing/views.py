@@ -13,13 +13,7 @@ from typing import Any
 from planr.errors import PolicyError
 from routing.policy import AGGREGATE, Policy
 from schemas.codec import Codec, KnownSchema
-
-NTF_FACT = "be.planr.view.NtfFact"
-NTF_AGGREGATE = "be.planr.view.NtfAggregate"
-
-
-def view_schema_name(view: str) -> str:
-    return "be.planr.view." + "".join(p.capitalize() for p in view.split("_")) + "View"
+from schemas.names import view_schema_name
 
 
 class Views:

@@ -19,7 +19,7 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from planr.errors import DecodeError, UnknownSchemaError
+from planr.errors import DecodeError, EncodeError, SchemaError, UnknownSchemaError
 from schemas import AVRO_DIR
 
 MAGIC = b"\xc3\x01"
@@ -41,7 +41,7 @@ def _fingerprint(parsed: Any) -> bytes:
 def load_schema_file(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
-        raise TypeError(f"{path}: a schema file must hold one record schema")
+        raise SchemaError(f"{path}: a schema file must hold one record schema")
     return data
 
 
@@ -65,7 +65,7 @@ class SchemaStore:
         """Register a schema; returns its full name."""
         parsed = parse_schema(dict(schema))  # keeps fastavro's "parsed" hint: no re-parse per call
         if not isinstance(parsed, dict):
-            raise TypeError(f"{source}: only named record schemas can be registered")
+            raise SchemaError(f"{source}: only named record schemas can be registered")
         name = str(parsed["name"])
         known = KnownSchema(name, _fingerprint(parsed), parsed, source)
         self._by_fp[known.fingerprint] = known
@@ -104,7 +104,11 @@ class Codec:
         out = io.BytesIO()
         out.write(MAGIC)
         out.write(known.fingerprint)
-        schemaless_writer(out, known.parsed, record)
+        try:
+            schemaless_writer(out, known.parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # fastavro's message may quote the value: keep only the error type (no content)
+            raise EncodeError(f"record does not fit {known.name} ({type(exc).__name__})") from None
         return out.getvalue()
 
     def writer_of(self, data: bytes) -> KnownSchema:

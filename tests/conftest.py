@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from planr.broker import EmbeddedBroker
 from planr.kafka import KafkaConnection
-from planr.settings import DEFAULT_POLICY
 from planr.telemetry import Metrics
 from planr.topics import Topics
+from routing import DEFAULT_POLICY
 from routing.setup import RoutingSetup, prepare
 from schemas.codec import Codec
 
@@ -63,3 +63,14 @@ def routing_setup(codec: Codec) -> RoutingSetup:
 @pytest.fixture(scope="session")
 def default_policy_path() -> Path:
     return DEFAULT_POLICY
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs the broker carries the ``kafka`` marker, so that
+    ``pytest -m "not kafka"`` is a real fast subset."""
+    unmarked = [item.nodeid for item in items
+                if "broker" in getattr(item, "fixturenames", ())
+                and item.get_closest_marker("kafka") is None]
+    if unmarked:
+        raise pytest.UsageError("tests use the broker without the kafka marker: "
+                                + ", ".join(unmarked))

@@ -10,7 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from planr.broker import EmbeddedBroker, kafka_answers, pid_alive
+
+pytestmark = pytest.mark.kafka  # every test here starts or uses a broker
 
 PLANR = str(Path(sys.executable).parent / "planr")
 

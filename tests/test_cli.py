@@ -17,7 +17,9 @@ import pytest
 
 from planr.broker import EmbeddedBroker, free_port
 from planr.topics import Topics
-from tests.helpers import SECRET_SUMMARY, signal_json
+from scenarios.builders import SECRET_SUMMARY, signal_json
+
+pytestmark = pytest.mark.kafka  # every test here starts or uses a broker
 
 PLANR = str(Path(sys.executable).parent / "planr")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

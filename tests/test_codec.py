@@ -11,9 +11,10 @@ import pytest
 
 from planr.domain import Agency
 from planr.errors import DecodeError, UnknownSchemaError
-from schemas import AVRO_DIR, DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
+from scenarios.builders import make_signal
+from schemas import AVRO_DIR
 from schemas.codec import MAGIC, Codec, SchemaStore
-from tests.helpers import make_signal
+from schemas.names import DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
 
 
 def _signal_record() -> dict[str, Any]:

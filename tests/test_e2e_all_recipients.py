@@ -22,16 +22,15 @@ from planr.domain import Agency, Recipient, RecipientClass, all_recipients
 from planr.kafka import KafkaConnection, make_consumer
 from planr.telemetry import Metrics, configure_logging
 from planr.topics import Topics, provision
-from producers.scenario import generate
 from routing.aggregator import Aggregator, totals
 from routing.engine import Facts
 from routing.router import Router
 from routing.setup import RoutingSetup
-from routing.views import view_schema_name
-from schemas import DELIVERY, ROUTING_DECISION
+from scenarios.builders import SECRET_SUMMARY, publish_all
+from scenarios.signals import generate
 from schemas.codec import Codec
 from schemas.models import SignalIn
-from tests.helpers import SECRET_SUMMARY, publish_all
+from schemas.names import DELIVERY, ROUTING_DECISION, view_schema_name
 
 N_SIGNALS = 5_000
 AGGREGATE_FIELDS = {"aggregate_id", "period", "arrondissement", "phenomenon", "count",

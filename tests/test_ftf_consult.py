@@ -13,17 +13,20 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from consumers.consult import Consultations, consultation_log
-from consumers.governance import AccessConfig, AccessMode
+from cli import app
+from consumers.ftf.consult import Consultations
+from consumers.ftf.governance import AccessConfig, AccessMode
+from consumers.ftf.projector import Projector
+from consumers.ftf.queries import consultation_log
 from consumers.metrics import StoreMetrics
-from consumers.projector import Projector
 from consumers.store import Database
 from consumers.store.tables import outbox
-from planr.cli import app
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.kafka import KafkaConnection
 from planr.topics import Topics
-from tests.test_store_helpers import BACKENDS, ftf_delivery, records, signal, store_url
+from scenarios.builders import numbered_signal as signal
+from scenarios.ftf import ftf_delivery
+from tests.test_store_helpers import BACKENDS, records, store_url
 
 ACCESS = {
     Agency.OCAM: AccessMode.CONSULT_AND_FEED,

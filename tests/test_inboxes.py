@@ -19,9 +19,9 @@ from consumers.store import Database, sqlite_url
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.topics import provision
 from routing.router import delivery_id
-from schemas import DELIVERY
+from scenarios.builders import numbered_signal as signal
+from schemas.names import DELIVERY
 from tests.test_projector_kill import produce
-from tests.test_store_helpers import signal
 
 pytestmark = pytest.mark.kafka
 PLANR = str(Path(sys.executable).parent / "planr")

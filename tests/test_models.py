@@ -8,8 +8,8 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
+from scenarios.builders import SECRET_SUMMARY, signal_json
 from schemas.models import SignalIn, describe_errors
-from tests.helpers import SECRET_SUMMARY, signal_json
 
 
 def _errors(**overrides: object) -> str:

@@ -14,14 +14,14 @@ import pytest
 import structlog
 from typer.testing import CliRunner, Result
 
-from planr.cli import app
+from cli import app
 from planr.domain import Agency, Classification
-from producers.scenario import generate
 from routing.engine import Facts
 from routing.policy import Policy
 from routing.setup import RoutingSetup
+from scenarios.builders import SECRET_SUMMARY, signal_json
+from scenarios.signals import generate
 from schemas.models import SignalIn
-from tests.helpers import SECRET_SUMMARY, signal_json
 
 PLANR = str(Path(sys.executable).parent / "planr")
 TIGHTER_WG = ("when: {classification_above: confidentiel}",

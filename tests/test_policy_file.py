@@ -10,12 +10,12 @@ import pytest
 
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.errors import PolicyError
-from planr.settings import DEFAULT_POLICY
+from routing import DEFAULT_POLICY
 from routing.engine import DEFAULT_DENY, Engine, Facts
 from routing.policy import Policy
 from routing.setup import RoutingSetup, prepare
+from scenarios.builders import make_signal
 from schemas.codec import Codec
-from tests.helpers import make_signal
 
 
 @pytest.fixture(scope="module")

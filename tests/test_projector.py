@@ -14,18 +14,23 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 
-from consumers.fiche import add_months
-from consumers.governance import DEFAULT_ACCESS_FILE, AccessConfig, AccessMode
+from consumers.ftf.fiche import add_months
+from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig, AccessMode
+from consumers.ftf.projector import PROJECTOR, Projector, load_fiches
+from consumers.ftf.queries import count_overdue, overdue
 from consumers.metrics import StoreMetrics
-from consumers.projector import PROJECTOR, Projector, count_overdue, load_fiches, overdue
 from consumers.store import Database
 from consumers.store.tables import applied_events, contributions, governance_audit, outbox
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.kafka import KafkaConnection
 from planr.topics import Topics
-from schemas import AVRO_DIR, SIGNAL
+from scenarios.builders import T0
+from scenarios.builders import numbered_signal as signal
+from scenarios.ftf import ftf_delivery
+from schemas import AVRO_DIR
 from schemas.codec import Codec, SchemaStore, load_schema_file
-from tests.test_store_helpers import BACKENDS, T0, dump, ftf_delivery, records, signal, store_url
+from schemas.names import FTF_REMOVAL, SIGNAL
+from tests.test_store_helpers import BACKENDS, dump, records, store_url
 
 TOPICS = Topics("unit")
 TOPIC = TOPICS.delivery(Recipient(RecipientClass.FTF_DB))
@@ -174,7 +179,7 @@ async def test_removal_emits_a_removal_event(db, feed, codec):
     assert (f.state, f.threat_level, f.removed_at) == ("removed", None, T0 + timedelta(hours=1))
     messages = await rows(db, outbox)
     assert [m["kind"] for m in messages] == ["removal"]
-    removal = codec.decode(messages[0]["value"], "be.planr.FtfRemoval")
+    removal = codec.decode(messages[0]["value"], FTF_REMOVAL)
     assert removal["subject_id"] == "P-1"
     assert removal["event_id"] == str(signal(1).event_id)
     # removing again, or removing a never-included proposal, emits nothing

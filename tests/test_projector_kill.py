@@ -9,26 +9,22 @@ import random
 import signal
 import subprocess
 import sys
-import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumers.governance import DEFAULT_ACCESS_FILE, AccessConfig
+from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
+from consumers.ftf.projector import PROJECTOR, Projector
 from consumers.inboxes import INBOXES, InboxService
 from consumers.metrics import StoreMetrics
-from consumers.projector import PROJECTOR, Projector
 from consumers.store import Database
-from planr.domain import Agency, Recipient, RecipientClass
+from planr.domain import Recipient, RecipientClass
 from planr.kafka import make_producer
 from planr.topics import Topics, provision
-from routing.router import delivery_id
-from schemas import DELIVERY
-from schemas.models import SignalIn
-from tests.test_store_helpers import BACKENDS, dump, ftf_delivery, store_url
+from scenarios.ftf import ftf_delivery, ftf_history, tfl_delivery
+from tests.test_store_helpers import BACKENDS, dump, store_url
 
 pytestmark = pytest.mark.kafka
 
@@ -37,44 +33,7 @@ INBOX_EVENTS = 20_000
 KILLS = 5
 PLANR = str(Path(sys.executable).parent / "planr")
 TFL = Recipient(RecipientClass.TFL, "brussel")
-AGENCIES = (Agency.OCAM, Agency.OCAM, Agency.VSSE, Agency.POLFED, Agency.POLLOC, Agency.AFFETR)
 
-
-def scenario(rng: random.Random, n: int) -> list[SignalIn]:
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    out = []
-    for _ in range(n):
-        agency = rng.choice(AGENCIES)
-        ocam = None
-        if agency is Agency.OCAM or rng.random() < 0.05:
-            ocam = {"action": rng.choice(("include", "include", "remove", None)),
-                    "threat_level": rng.choice((1, 2, 3, 4, None)),
-                    "basis": rng.choice(("serious_indications", "established", None))}
-        out.append(SignalIn.model_validate({
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "agency": agency.value,
-            "occurred_at": (t0 + timedelta(minutes=rng.randrange(500_000))).isoformat(),
-            "subject": {"id": f"P-{rng.randrange(600):04d}", "kind": "person",
-                        "statuses": rng.sample(["FTF", "HTF", "PH", "EPV", "CTE"], k=1)},
-            "location": {"municipality": rng.choice(("21004", "11002", "44021", "62063"))},
-            "phenomena": ["salafism"], "classification": "unclassified", "handling": "H0",
-            "tlp": "amber", "reliability": "B", "accuracy": 2,
-            **({"ocam": ocam} if ocam else {}),
-        }))
-    return out
-
-
-def tfl_delivery(setup: Any, s: SignalIn) -> bytes:
-    assert s.agency is not None
-    rec = s.to_avro(s.agency, s.occurred_at)
-    version = setup.engine.version
-    value: bytes = setup.codec.encode(DELIVERY, {
-        "delivery_id": delivery_id(rec["event_id"], TFL, version), "event_id": rec["event_id"],
-        "recipient": str(TFL), "rule": "tfl-territory", "rules": ["tfl-territory"],
-        "policy_version": version, "routed_at": rec["published_at"], "view": "tfl",
-        "payload": setup.views.render("tfl", rec),
-    })
-    return value
 
 
 async def produce(conn: Any, topic: str, values: list[bytes]) -> None:
@@ -102,7 +61,7 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
     tfl_topic = topics.delivery(TFL)
     await provision(conn, topics, [ftf_topic, tfl_topic, topics.dead_letter,
                                    topics.ftf_removals])
-    signals = scenario(rng, EVENTS)
+    signals = ftf_history(rng, EVENTS)
     ftf_values = [ftf_delivery(routing_setup, s) for s in signals]
     ftf_values += [*rng.sample(ftf_values, 300), b"not a delivery"]  # replays and junk
     tfl_values = [tfl_delivery(routing_setup, s) for s in signals[:INBOX_EVENTS]]

@@ -17,9 +17,9 @@ from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing.router import Router
 from routing.setup import RoutingSetup
-from schemas import SIGNAL
+from scenarios.builders import make_signal
 from schemas.codec import Codec
-from tests.helpers import make_signal
+from schemas.names import SIGNAL
 
 
 class _Batch:
@@ -100,7 +100,7 @@ async def test_offsets_are_committed_only_after_every_output_is_acknowledged(
     producer = StandInProducer()
     router, consumer = _router(topics, routing_setup, codec, metrics, producer)
     batch = _batch(topics, codec)
-    await asyncio.gather(router._process(batch), _settle(producer, None))
+    await asyncio.gather(router.process(batch), _settle(producer, None))
     assert consumer.commits == [{TopicPartition(topics.ingress(Agency.VSSE), 0): 9}]
     assert consumer.acked_at_commit == [True]
 
@@ -111,7 +111,7 @@ async def test_a_failed_acknowledgement_commits_nothing(
     producer = StandInProducer()
     router, consumer = _router(topics, routing_setup, codec, metrics, producer)
     with pytest.raises(DeliveryError) as info:
-        await asyncio.gather(router._process(_batch(topics, codec)),
+        await asyncio.gather(router.process(_batch(topics, codec)),
                              _settle(producer, ConnectionError("broker gone")))
     assert info.value.retriable
     assert consumer.commits == []

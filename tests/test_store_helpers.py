@@ -10,7 +10,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumers.store import Database, normalize_url, sqlite_url
 from consumers.store.tables import metadata
-from planr.domain import Agency, Recipient, RecipientClass
-from routing.router import delivery_id
-from routing.setup import RoutingSetup
-from schemas import DELIVERY
-from schemas.models import SignalIn
 
 PG_ENV = "PLANR_TEST_PG_URL"
 BACKENDS = [
@@ -56,48 +51,6 @@ async def store_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
                 await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         await engine.dispose()
-
-
-def signal(
-    n: int,
-    *,
-    subject: str = "P-1",
-    agency: Agency = Agency.VSSE,
-    statuses: tuple[str, ...] = ("FTF",),
-    municipality: str = "21004",
-    ocam: dict[str, Any] | None = None,
-    at: datetime | None = None,
-    ftf: dict[str, Any] | None = None,
-) -> SignalIn:
-    data: dict[str, Any] = {
-        "event_id": str(uuid.UUID(int=n + 1, version=4)),
-        "occurred_at": (at or T0 + timedelta(hours=n)).isoformat(),
-        "subject": {"id": subject, "kind": "person", "statuses": list(statuses)},
-        "location": {"municipality": municipality},
-        "phenomena": ["salafism"],
-        "classification": "unclassified", "handling": "H0", "tlp": "amber",
-        "reliability": "B", "accuracy": 2, "summary": "never stored",
-    }
-    if ocam is not None:
-        data["ocam"] = ocam
-    if ftf is not None:
-        data["ftf"] = ftf
-    return SignalIn.model_validate({**data, "agency": agency.value})
-
-
-def ftf_delivery(setup: RoutingSetup, s: SignalIn, published_at: datetime | None = None) -> bytes:
-    """The Delivery the router would write to the ftf-db topic for ``s``."""
-    assert s.agency is not None
-    record = s.to_avro(s.agency, published_at or s.occurred_at + timedelta(minutes=1))
-    version = setup.engine.version
-    rcpt = Recipient(RecipientClass.FTF_DB)
-    return setup.codec.encode(DELIVERY, {
-        "delivery_id": delivery_id(record["event_id"], rcpt, version),
-        "event_id": record["event_id"], "recipient": str(rcpt), "rule": "ftf-db-statuses",
-        "rules": ["ftf-db-statuses"], "policy_version": version,
-        "routed_at": record["published_at"], "view": "ftf_db",
-        "payload": setup.views.render("ftf_db", record),
-    })
 
 
 def records(topic: str, values: list[bytes], start: int = 0) -> list[ConsumerRecord]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from consumers.reader import read_topic
 from planr import territory
 from planr.domain import Agency, Classification, Recipient, RecipientClass
@@ -15,10 +17,12 @@ from planr.topics import Topics, provision
 from routing.engine import Facts
 from routing.router import Router
 from routing.setup import RoutingSetup
-from schemas import DEAD_LETTER, DELIVERY, ROUTING_DECISION
+from scenarios.builders import SECRET_SUMMARY, make_signal, publish_all
 from schemas.codec import Codec
 from schemas.models import SignalIn
-from tests.helpers import SECRET_SUMMARY, make_signal, publish_all
+from schemas.names import DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
+
+pytestmark = pytest.mark.kafka  # every test here starts or uses a broker
 
 # Communes of four arrondissements, and a prison.
 PLACES = [
@@ -72,7 +76,7 @@ async def test_each_tfl_receives_exactly_its_signals_and_every_decision_is_audit
     await raw.start()
     try:
         await raw.send_and_wait(topics.ingress(Agency.VSSE), b"\x00garbage", key=b"k")
-        forged = codec.encode("be.planr.Signal", make_signal().to_avro(Agency.VSSE))
+        forged = codec.encode(SIGNAL, make_signal().to_avro(Agency.VSSE))
         await raw.send_and_wait(topics.ingress(Agency.OCAM), forged)
     finally:
         await raw.stop()

@@ -17,9 +17,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Table, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from consumers.store.tables import consumer_offsets
+from planr.errors import StoreError
 from planr.lifecycle import Service
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -68,7 +70,7 @@ class Database(Service):
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
-            raise RuntimeError("Database not started")
+            raise StoreError("the store is not started: call start() first")
         return self._engine
 
     async def _open(self) -> None:
@@ -86,6 +88,11 @@ class Database(Service):
             try:
                 async with engine.execution_options(planr_write=True).begin() as conn:
                     await conn.run_sync(_upgrade)
+            except (OSError, SQLAlchemyError) as exc:
+                await engine.dispose()
+                # the driver's message may name the server and user: the type is enough here
+                raise StoreError(f"store unreachable or not migratable ({type(exc).__name__})"
+                                 ) from None
             except BaseException:
                 await engine.dispose()
                 raise

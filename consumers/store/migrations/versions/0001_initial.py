@@ -18,6 +18,13 @@ _TS = sa.DateTime(timezone=False)
 
 
 def upgrade() -> None:
+    _offsets_and_fiches()
+    _contributions_and_governance()
+    _consultations()
+    _outbox_and_inboxes()
+
+
+def _offsets_and_fiches() -> None:
     op.create_table(
         "consumer_offsets",
         sa.Column("consumer", sa.String(64), primary_key=True),
@@ -50,6 +57,9 @@ def upgrade() -> None:
         sa.Column("last_event_id", sa.String(36), nullable=False),
     )
     op.create_index("ix_fiches_state_review_due", "fiches", ["state", "review_due"])
+
+
+def _contributions_and_governance() -> None:
     op.create_table(
         "applied_events",
         sa.Column("event_id", sa.String(36), primary_key=True),
@@ -75,6 +85,9 @@ def upgrade() -> None:
         sa.Column("accuracy", sa.Integer, nullable=False),
     )
     op.create_index("ix_contributions_subject_id", "contributions", ["subject_id"])
+
+
+def _consultations() -> None:
     op.create_table(
         "governance_audit",
         sa.Column("event_id", sa.String(36), primary_key=True),
@@ -97,6 +110,9 @@ def upgrade() -> None:
         sa.Column("answer_class", sa.String(24), nullable=False),
     )
     op.create_index("ix_consultations_consulted_at", "consultations", ["consulted_at"])
+
+
+def _outbox_and_inboxes() -> None:
     op.create_table(
         "outbox",
         sa.Column("message_id", sa.String(36), primary_key=True),

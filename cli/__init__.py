@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from planr.cli import bus, demo, ftf, policy
-from planr.cli.context import Context
-from planr.settings import Settings
+from cli import bus, demo, ftf, policy, services
+from cli.context import Context
+from cli.settings import Settings
 from planr.telemetry import configure_logging
 
 app = typer.Typer(
@@ -63,6 +63,7 @@ def root(
 
 
 bus.register(app)
+services.register(app)
 demo.register(app)
 policy.register(app)
 ftf.register(app)

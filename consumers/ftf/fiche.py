@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from consumers.governance import MANAGER, AccessMode
+from consumers.ftf.governance import MANAGER, AccessMode
 from planr import territory
 from planr.domain import DATABASE_STATUSES
 

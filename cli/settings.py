@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "routing" / "policy.yaml"
-DEFAULT_FTF_ACCESS = Path(__file__).resolve().parent.parent / "consumers" / "access.yaml"
+from consumers.ftf.governance import DEFAULT_ACCESS_FILE
+from routing import DEFAULT_POLICY
 
 
 class Settings(BaseSettings):
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".planr"), description="Local state (databases).")
     db_url: str | None = Field(default=None, description="Database URL; unset means SQLite.")
     ftf_access: Path = Field(
-        default=DEFAULT_FTF_ACCESS,
+        default=DEFAULT_ACCESS_FILE,
         description="Access modes of the services to the common database (FTF / T.E.R.).",
     )
     session_timeout_ms: int = Field(

@@ -21,17 +21,15 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.fiche import INCLUDED, Fiche
-from consumers.governance import AccessConfig, AccessMode
+from consumers.ftf.fiche import INCLUDED, Fiche
+from consumers.ftf.governance import AccessConfig, AccessMode
 from consumers.metrics import StoreMetrics
 from consumers.outbox import CONSULTATION_KIND, OCAM_REQUEST_KIND, outbox_row
 from consumers.store import Database
 from consumers.store.tables import consultations, fiches, outbox
 from planr.domain import Agency
 from schemas.codec import Codec
-
-FTF_CONSULTATION = "be.planr.FtfConsultation"
-OCAM_REQUEST = "be.planr.OcamRequest"
+from schemas.names import FTF_CONSULTATION, OCAM_REQUEST
 
 FICHE, FICHES, HIT, NO_HIT, FORWARDED, NO_ACCESS = (
     "fiche", "fiches", "hit", "no_hit", "forwarded", "no_access"
@@ -190,13 +188,3 @@ class Consultations:
             ))
         await conn.execute(outbox.insert(), messages)
         self._metrics.ftf_consultations.labels(mode.value, answer.verb).inc()
-
-
-async def consultation_log(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
-    """The consultation log, oldest first."""
-    query = select(consultations).order_by(consultations.c.consulted_at,
-                                           consultations.c.consultation_id)
-    if limit is not None:
-        query = query.limit(limit)
-    async with db.engine.connect() as conn:
-        return [dict(r) for r in (await conn.execute(query)).mappings()]

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
 
+from cli.settings import Settings
+from consumers.ftf.governance import AccessConfig
+from consumers.store import Database, sqlite_url
+from planr.errors import PlanrError, UsageError
 from planr.kafka import KafkaConnection
-from planr.settings import Settings
 from planr.telemetry import serve_metrics
 from planr.topics import Topics
 
@@ -47,6 +52,29 @@ class Context:
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
 
+    def database(self) -> Database:
+        return Database(self.settings.db_url or sqlite_url(self.settings.data_dir))
+
+    def access_config(self) -> AccessConfig:
+        try:
+            return AccessConfig.load(self.settings.ftf_access)
+        except UsageError as exc:
+            fail(str(exc), code=2)
+
+    def with_db(self, work: Callable[[Database], Awaitable[T]]) -> T:
+        """Run ``work`` on the opened store; a store error ends the command in one line."""
+
+        async def go() -> T:
+            async with self.database() as db:
+                return await work(db)
+
+        try:
+            return asyncio.run(go())
+        except PlanrError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"database unreachable ({type(exc).__name__})")
+
 
 def get(ctx: typer.Context) -> Context:
     obj = ctx.find_root().obj
@@ -62,3 +90,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+def read_text(source: str) -> str:
+    """A file's text, or standard input for ``-``; a clear error (exit 2) otherwise."""
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {source}: {exc.strerror}", code=2)
+    except UnicodeDecodeError:
+        fail(f"{source} is not UTF-8 text", code=2)

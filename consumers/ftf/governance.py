@@ -1,6 +1,6 @@
 """Governance of the common database: access modes per service, OCAM's prerogatives.
 
-The access modes come from a reviewed file (``consumers/access.yaml``), not from code.
+The access modes come from a reviewed file (``consumers/ftf/access.yaml``), not from code.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from planr.errors import UsageError
 
 DEFAULT_ACCESS_FILE = Path(__file__).resolve().parent / "access.yaml"
 
-#: The service that includes, removes and grades subjects (DESIGN.md section 2).
+#: The service that includes, removes and grades subjects.
 MANAGER = Agency.OCAM
 
 

@@ -3,7 +3,7 @@
 Effectively-once: each batch's fiche changes, contributions, governance audit records,
 outbox messages and next input offsets are written in one database transaction; an event id
 already applied is skipped. See :mod:`consumers.tracked` for the offset handling and
-:mod:`consumers.fiche` for the rules.
+:mod:`consumers.ftf.fiche` for the rules.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.fiche import INCLUDED, Fiche, apply
-from consumers.governance import AccessConfig
+from consumers.ftf.fiche import Fiche, apply
+from consumers.ftf.governance import AccessConfig
+from consumers.ftf.queries import count_overdue
 from consumers.metrics import StoreMetrics
 from consumers.outbox import REMOVAL_KIND, Outbox, outbox_row
 from consumers.store import Database
@@ -31,20 +32,19 @@ from consumers.store.tables import (
 from consumers.store.tables import (
     outbox as outbox_table,
 )
-from consumers.tracked import Batch, TrackedConsumer
+from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient, RecipientClass
 from planr.errors import PlanrError
 from planr.kafka import KafkaConnection
+from planr.loop import Batch
 from planr.topics import Topics
-from routing.views import view_schema_name
-from schemas import DELIVERY
 from schemas.codec import Codec
+from schemas.names import DELIVERY, FTF_REMOVAL, view_schema_name
 
 log = structlog.get_logger(__name__)
 
 PROJECTOR = "ftf-projector"
 FTF_VIEW = view_schema_name("ftf_db")
-FTF_REMOVAL = "be.planr.FtfRemoval"
 _CHUNK = 500
 
 
@@ -58,25 +58,6 @@ async def load_fiches(conn: AsyncConnection, subject_ids: Iterable[str]) -> dict
         for r in rows.mappings():
             out[r["subject_id"]] = Fiche.from_row(r)
     return out
-
-
-async def count_overdue(db: Database, now: datetime) -> int:
-    async with db.engine.connect() as conn:
-        n = await conn.scalar(
-            select(func.count()).select_from(fiches)
-            .where(fiches.c.state == INCLUDED, fiches.c.review_due < now)
-        )
-    return int(n or 0)
-
-
-async def overdue(db: Database, now: datetime) -> list[Fiche]:
-    """Included entries based on serious indications whose review date has passed."""
-    async with db.engine.connect() as conn:
-        rows = await conn.execute(
-            select(fiches).where(fiches.c.state == INCLUDED, fiches.c.review_due < now)
-            .order_by(fiches.c.review_due, fiches.c.subject_id)
-        )
-        return [Fiche.from_row(r) for r in rows.mappings()]
 
 
 class Projector(TrackedConsumer):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from planr import territory
@@ -45,35 +45,17 @@ def generate(n: int, *, seed: int = 2015, subjects: int = 400) -> Iterator[tuple
     for i in range(n):
         agency = rng.choice(PUBLISHERS)
         sid = rng.choice(subject_ids)
-        in_prison = agency is Agency.DGEPI or rng.random() < 0.08
-        location = (
-            Location(prison=rng.choice(prisons))
-            if in_prison
-            else Location(municipality=homes[sid] if rng.random() < 0.8
-                          else rng.choice(municipalities))
-        )
+        location, in_prison = _location(rng, agency, homes[sid], municipalities, prisons)
         statuses = sorted(
             set(rng.sample(list(Status), k=rng.choice((0, 1, 1, 1, 2)))), key=list(Status).index
         )
         handling = rng.choices(list(Handling), _HANDLING_WEIGHTS)[0]
         tlp = rng.choices(list(Tlp), _TLP_WEIGHTS)[0]
-        named: list[str] = []
-        if (handling is Handling.H2 or tlp is Tlp.RED) and rng.random() < 0.7:
-            arr = territory.resolve(municipality=location.municipality, prison=location.prison)
-            assert arr is not None
-            named.append(str(Recipient(RecipientClass.TFL, arr.arrondissement)))
-            if rng.random() < 0.5:
-                named.append("ftf-db")
+        named = _named(rng, handling, tlp, location)
         domains = rng.sample(list(Domain), k=rng.choice((0, 1, 1, 2)))
         if in_prison and Domain.PRISON not in domains:
             domains.append(Domain.PRISON)
-        ocam = None
-        if agency is Agency.OCAM and DATABASE_STATUSES.intersection(statuses):
-            ocam = OcamDecision(
-                action="remove" if rng.random() < 0.05 else "include",
-                threat_level=rng.choices((1, 2, 3, 4), (40, 35, 20, 5))[0],
-                basis=rng.choice(("serious_indications", "established")),
-            )
+        ocam = _ocam(rng, agency, statuses)
         yield agency, SignalIn(
             event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
             occurred_at=start + timedelta(minutes=rng.randrange(0, 60 * 24 * 330)),
@@ -100,3 +82,38 @@ def generate(n: int, *, seed: int = 2015, subjects: int = 400) -> Iterator[tuple
             ),
             ocam=ocam,
         )
+
+
+def _location(rng: random.Random, agency: Agency, home: str, municipalities: Sequence[str],
+              prisons: Sequence[str]) -> tuple[Location, bool]:
+    """Where the signal is: a prison (always for the prison service), mostly the subject's
+    home commune, sometimes another."""
+    in_prison = agency is Agency.DGEPI or rng.random() < 0.08
+    if in_prison:
+        return Location(prison=rng.choice(prisons)), True
+    return Location(municipality=home if rng.random() < 0.8
+                    else rng.choice(municipalities)), False
+
+
+def _named(rng: random.Random, handling: Handling, tlp: Tlp, location: Location) -> list[str]:
+    """H2 and TLP red signals usually name their recipients: the local TFL, sometimes the
+    common database."""
+    named: list[str] = []
+    if (handling is Handling.H2 or tlp is Tlp.RED) and rng.random() < 0.7:
+        arr = territory.resolve(municipality=location.municipality, prison=location.prison)
+        assert arr is not None
+        named.append(str(Recipient(RecipientClass.TFL, arr.arrondissement)))
+        if rng.random() < 0.5:
+            named.append("ftf-db")
+    return named
+
+
+def _ocam(rng: random.Random, agency: Agency, statuses: list[Status]) -> OcamDecision | None:
+    """OCAM's decisions on the common database, for subjects with a database status."""
+    if agency is Agency.OCAM and DATABASE_STATUSES.intersection(statuses):
+        return OcamDecision(
+            action="remove" if rng.random() < 0.05 else "include",
+            threat_level=rng.choices((1, 2, 3, 4), (40, 35, 20, 5))[0],
+            basis=rng.choice(("serious_indications", "established")),
+        )
+    return None

@@ -1,0 +1,190 @@
+"""``planr run --demo``: the whole bus on the embedded broker, with a generated scenario."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections import Counter
+from contextlib import AsyncExitStack
+from typing import Annotated
+
+import typer
+
+from cli.context import Context, fail, get
+from consumers.metrics import default_store_metrics
+from consumers.store import Database, sqlite_url
+from consumers.supervisor import StoreServices, start_store_services
+from planr.broker import EmbeddedBroker
+from planr.domain import Agency
+from planr.errors import PlanrError, UsageError
+from planr.kafka import KafkaConnection, make_producer
+from planr.loop import drain_on_signals
+from planr.telemetry import default_metrics
+from planr.topics import Topics, provision
+from producers.publisher import Publisher
+from routing.aggregator import Aggregator
+from routing.router import Router, RouterStats
+from routing.setup import RoutingSetup, prepare
+from scenarios.signals import generate
+
+#: Records no agency would send: they must end in the dead-letter topic.
+MALFORMED = (b"not avro", b"\xc3\x01" + b"\x00" * 8 + b"junk")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+
+
+def run(
+    ctx: typer.Context,
+    demo: Annotated[bool, typer.Option("--demo", help="Publish a generated scenario.")] = False,
+    signals: Annotated[int, typer.Option(envvar="PLANR_DEMO_SIGNALS", min=1)] = 3000,
+    seed: Annotated[int, typer.Option(envvar="PLANR_DEMO_SEED")] = 2015,
+) -> None:
+    """Run the bus: broker (embedded unless PLANR_BOOTSTRAP_SERVERS), topics, router, NTF
+    aggregator, projector, inboxes; with --demo, publish a scenario, wait until it is routed,
+    print a summary."""
+    c = get(ctx)
+    if not demo:
+        fail("only 'planr run --demo' exists yet; run the services with 'planr route'", 2)
+    try:
+        setup = prepare(c.settings.policy)
+    except UsageError as exc:
+        fail(str(exc), 2)
+    try:
+        stats, published = asyncio.run(_demo(c, setup, signals, seed))
+    except PlanrError as exc:
+        fail(f"demo failed: {exc}")
+    _summary(stats, published, len(MALFORMED))
+
+
+async def _connect(c: Context, stack: AsyncExitStack) -> KafkaConnection:
+    """The configured broker, or an embedded one that lives as long as ``stack``."""
+    bootstrap = c.settings.bootstrap_servers
+    if bootstrap is not None:
+        return c.connection(bootstrap)
+    broker = await stack.enter_async_context(EmbeddedBroker())
+    typer.echo(f"embedded broker: {broker.bootstrap_servers}", err=True)
+    return dataclasses.replace(c.connection(broker.bootstrap_servers), session_timeout_ms=6_000)
+
+
+async def _store(c: Context, stack: AsyncExitStack) -> Database:
+    """The configured store; with the embedded broker (which forgets everything between
+    runs), a fresh demo database."""
+    url = c.settings.db_url
+    if url is None and c.settings.bootstrap_servers is None:
+        path = c.settings.data_dir / "demo.db"
+        for stale in (path, path.with_name("demo.db-wal"), path.with_name("demo.db-shm")):
+            stale.unlink(missing_ok=True)
+        url = sqlite_url(c.settings.data_dir, "demo.db")
+    return await stack.enter_async_context(Database(url or sqlite_url(c.settings.data_dir)))
+
+
+async def _publish(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, n: int,
+                   seed: int) -> Counter[str]:
+    by_agency: dict[Agency, list] = {}  # type: ignore[type-arg]
+    for agency, s in generate(n, seed=seed):
+        by_agency.setdefault(agency, []).append(s)
+    published: Counter[str] = Counter()
+    for agency, batch in by_agency.items():
+        async with Publisher(conn=conn, agency=agency, topics=topics, codec=setup.codec,
+                             metrics=default_metrics()) as pub:
+            published[agency.value] += len(await pub.publish_many(batch))
+        typer.echo(f"published {sum(published.values())}/{n} signals", err=True)
+    raw = make_producer(conn)
+    await raw.start()
+    try:
+        for value in MALFORMED:
+            await raw.send_and_wait(topics.ingress(Agency.VSSE), value=value)
+    finally:
+        await raw.stop()
+    return published
+
+
+async def _wait_routed(router: Router, route_task: asyncio.Task[RouterStats],
+                       expected: int) -> None:
+    deadline = time.monotonic() + 300
+    last = -1
+    while router.stats.records < expected:
+        if route_task.done():
+            route_task.result()
+            raise PlanrError("the router stopped before the scenario was routed")
+        if time.monotonic() > deadline:
+            raise PlanrError("routing did not finish within 300 s")
+        if router.stats.records != last:
+            last = router.stats.records
+            typer.echo(f"routed {last}/{expected} records", err=True)
+        await asyncio.sleep(0.5)
+    typer.echo(f"routed {router.stats.records}/{expected} records", err=True)
+
+
+async def _drain(router: Router, aggregator: Aggregator, store: StoreServices,
+                 tasks: list[asyncio.Task[object]]) -> None:
+    """Let the aggregator count every fact the router wrote and the store services catch up,
+    then stop everything, each after its batch in flight."""
+    deadline = time.monotonic() + 60
+    while aggregator.facts < router.stats.deliveries.get("ntf", 0):
+        if tasks[1].done() or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    await store.finish()
+    for s in store.services:
+        typer.echo(f"{s.name}: {s.stats.records} records stored, "
+                   f"{s.stats.duplicates} duplicates skipped", err=True)
+    router.request_stop()
+    aggregator.request_stop()
+    await tasks[0]
+    with contextlib.suppress(asyncio.CancelledError):
+        await tasks[1]
+
+
+async def _demo(c: Context, setup: RoutingSetup, n: int,
+                seed: int) -> tuple[RouterStats, Counter[str]]:
+    c.serve_metrics()
+    metrics = default_metrics()
+    async with AsyncExitStack() as stack:  # stops everything in reverse order
+        conn = await _connect(c, stack)
+        topics = c.topics
+        typer.echo(f"topics: {len(await provision(conn, topics))} created", err=True)
+        router = await stack.enter_async_context(Router(
+            conn=conn, topics=topics, engine=setup.engine, views=setup.views,
+            codec=setup.codec, metrics=metrics))
+        aggregator = await stack.enter_async_context(Aggregator(
+            conn=conn, topics=topics, codec=setup.codec, metrics=metrics, interval=1.0))
+        drain_on_signals(router)
+        tasks: list[asyncio.Task[object]] = [asyncio.create_task(router.run()),
+                                             asyncio.create_task(aggregator.run())]
+        store = await start_store_services(
+            stack, conn=conn, topics=topics, db=await _store(c, stack), codec=setup.codec,
+            access=c.access_config(), metrics=default_store_metrics())
+        published = await _publish(conn, topics, setup, n, seed)
+        await _wait_routed(router, tasks[0], n + len(MALFORMED))  # type: ignore[arg-type]
+        await _drain(router, aggregator, store, tasks)
+        return router.stats, published
+
+
+def _summary(stats: RouterStats, published: Counter[str], bad: int) -> None:
+    typer.echo("")
+    typer.echo("planr-bus demo summary")
+    typer.echo("=" * 52)
+    typer.echo(f"{'signals in':<36}{sum(published.values()):>16}")
+    for agency, count in sorted(published.items()):
+        typer.echo(f"  {agency:<34}{count:>16}")
+    typer.echo(f"{'signals routed':<36}{stats.signals:>16}")
+    typer.echo(f"{'routing decisions audited':<36}{stats.audits:>16}")
+    typer.echo("deliveries per recipient")
+    csilr = {r: n for r, n in stats.deliveries.items() if r.startswith("csilr:")}
+    for rid, count in sorted(stats.deliveries.items()):
+        if not rid.startswith("csilr:"):
+            typer.echo(f"  {rid:<34}{count:>16}")
+    typer.echo(f"  {'csilr:* (' + str(len(csilr)) + ' communes)':<34}{sum(csilr.values()):>16}")
+    typer.echo("denials per recipient class")
+    for cls_, count in sorted(stats.denials.items()):
+        typer.echo(f"  {cls_:<34}{count:>16}")
+    typer.echo(f"{'dead letters':<36}{sum(stats.dead_letters.values()):>16}")
+    for reason, count in sorted(stats.dead_letters.items()):
+        typer.echo(f"  {reason:<34}{count:>16}")
+    if sum(stats.dead_letters.values()) != bad:
+        fail(f"expected {bad} dead letters, got {sum(stats.dead_letters.values())}")

@@ -1,0 +1,146 @@
+"""The long-running services: ``planr route``, ``planr aggregate``, ``planr inboxes`` (and
+the projector, ``planr ftf project``). Each drains its batch in flight on SIGTERM or SIGINT,
+then stops."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli.context import Context, fail, get, run_async
+from consumers.inboxes import INBOX_CLASSES, InboxService
+from consumers.metrics import default_store_metrics
+from consumers.outbox import Outbox
+from consumers.store import Database
+from consumers.tracked import TrackedConsumer
+from planr.domain import Recipient
+from planr.errors import PlanrError, UsageError
+from planr.loop import drain_on_signals
+from planr.telemetry import default_metrics
+from routing.aggregator import Aggregator
+from routing.router import Router
+from routing.setup import RoutingSetup, prepare
+from schemas.codec import Codec
+
+UntilIdle = Annotated[
+    float | None, typer.Option(help="Exit after this many seconds without input.", min=0.1)
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("route")(route)
+    app.command("aggregate")(aggregate)
+    app.command("inboxes")(inboxes)
+
+
+def routing_setup(c: Context) -> RoutingSetup:
+    try:
+        return prepare(c.settings.policy)
+    except UsageError as exc:
+        fail(str(exc), code=2)
+
+
+def route(
+    ctx: typer.Context,
+    until_idle: UntilIdle = None,
+    group: Annotated[
+        str, typer.Option(envvar="PLANR_ROUTER_GROUP", help="Consumer group id.")
+    ] = "planr-router",
+) -> None:
+    """Run the routing consumer over every ingress topic."""
+    c = get(ctx)
+    conn = c.connection()
+    setup = routing_setup(c)
+    c.serve_metrics()
+
+    async def go() -> None:
+        async with Router(conn=conn, topics=c.topics, engine=setup.engine, views=setup.views,
+                          codec=setup.codec, metrics=default_metrics(), group_id=group) as r:
+            drain_on_signals(r)
+            stats = await r.run(until_idle=until_idle)
+        typer.echo(
+            f"routed: {stats.signals} signals, {sum(stats.deliveries.values())} deliveries, "
+            f"{sum(stats.denials.values())} denials, "
+            f"{sum(stats.dead_letters.values())} dead letters",
+            err=True,
+        )
+
+    try:
+        run_async(go())
+    except PlanrError as exc:
+        fail(f"router stopped: {exc}")
+
+
+def aggregate(
+    ctx: typer.Context,
+    until_idle: UntilIdle = None,
+    interval: Annotated[
+        float, typer.Option(envvar="PLANR_NTF_INTERVAL", help="Seconds between emissions.")
+    ] = 60.0,
+    group: Annotated[
+        str, typer.Option(envvar="PLANR_NTF_GROUP", help="Consumer group id.")
+    ] = "planr-ntf-aggregator",
+) -> None:
+    """Run the National Taskforce aggregator (counts by phenomenon, arrondissement, month)."""
+    c = get(ctx)
+    conn = c.connection()
+    c.serve_metrics()
+
+    async def go() -> None:
+        async with Aggregator(conn=conn, topics=c.topics, codec=Codec(),
+                              metrics=default_metrics(), group_id=group,
+                              interval=interval) as agg:
+            drain_on_signals(agg)
+            await agg.run(until_idle=until_idle)
+        typer.echo(f"aggregated: {agg.facts} facts, {agg.emitted} aggregate records", err=True)
+
+    try:
+        run_async(go())
+    except PlanrError as exc:
+        fail(f"aggregator stopped: {exc}")
+
+
+async def serve_store(consumer: TrackedConsumer, outbox: Outbox | None,
+                      until_idle: float | None, label: str) -> None:
+    """Run a store-backed consumer until idle or signalled; then stop it and its outbox."""
+    drain_on_signals(consumer)
+    try:
+        async with consumer:
+            stats = await consumer.run(until_idle=until_idle)
+    finally:
+        if outbox is not None:
+            await outbox.stop()
+    typer.echo(f"{label}: {stats.records} records, {stats.duplicates} duplicates skipped, "
+               f"{stats.bad} dead letters", err=True)
+
+
+def inboxes(
+    ctx: typer.Context,
+    until_idle: UntilIdle = None,
+    recipient: Annotated[
+        list[str] | None,
+        typer.Option(help="Only these recipients (repeatable); default: every TFL, WG, CSIL R."),
+    ] = None,
+) -> None:
+    """Run the durable inbox consumers of the TFL, WG and CSIL R recipients."""
+    c = get(ctx)
+    conn = c.connection()
+    chosen: list[Recipient] | None = None
+    if recipient:
+        try:
+            chosen = [Recipient.parse(r) for r in recipient]
+        except UsageError as exc:
+            fail(str(exc), code=2)
+        if any(r.cls not in INBOX_CLASSES for r in chosen):
+            fail("only tfl:, wg: and csilr: recipients have durable inboxes", code=2)
+    c.serve_metrics()
+    metrics = default_store_metrics()
+
+    async def work(db: Database) -> None:
+        outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics)
+        service = InboxService(conn=conn, db=db, topics=c.topics, codec=Codec(),
+                               metrics=metrics, recipients=chosen, outbox=outbox)
+        await serve_store(service, outbox, until_idle, "inboxes")
+
+    c.with_db(work)

@@ -1,0 +1,67 @@
+"""Run the store-backed services (the common-database projector and the inbox consumers)
+side by side, as ``planr run`` does, and stop them once the input has gone quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack
+
+from consumers.ftf.governance import AccessConfig
+from consumers.ftf.projector import Projector
+from consumers.inboxes import InboxService
+from consumers.metrics import StoreMetrics
+from consumers.outbox import Outbox
+from consumers.store import Database
+from consumers.tracked import TrackedConsumer
+from planr.kafka import KafkaConnection
+from planr.topics import Topics
+from schemas.codec import Codec
+
+
+class StoreServices:
+    """Services running as tasks; :meth:`finish` drains and stops them."""
+
+    def __init__(self, services: list[TrackedConsumer]) -> None:
+        self.services = services
+        self.tasks = [asyncio.create_task(s.run()) for s in services]
+
+    async def finish(self, quiet: float = 1.5, limit: float = 120.0) -> None:
+        """Wait until no service has taken a record for ``quiet`` seconds (or one has
+        stopped, or ``limit`` passed), then stop them all, each after its batch in flight."""
+        deadline = time.monotonic() + limit
+        last, since = -1, time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() < deadline:
+            if any(t.done() for t in self.tasks):
+                break
+            now = sum(s.stats.records for s in self.services)
+            if now != last:
+                last, since = now, time.monotonic()
+            await asyncio.sleep(0.2)
+        for s in self.services:
+            s.request_stop()
+        await asyncio.gather(*self.tasks)
+
+
+async def start_store_services(
+    stack: AsyncExitStack,
+    *,
+    conn: KafkaConnection,
+    topics: Topics,
+    db: Database,
+    codec: Codec,
+    access: AccessConfig,
+    metrics: StoreMetrics,
+) -> StoreServices:
+    """Start the projector and every inbox consumer, each with its outbox, on ``stack`` (which
+    stops them in reverse order)."""
+    services: list[TrackedConsumer] = []
+    outbox = await stack.enter_async_context(Outbox(conn=conn, topics=topics, metrics=metrics))
+    services.append(await stack.enter_async_context(
+        Projector(conn=conn, db=db, topics=topics, codec=codec, access=access, metrics=metrics,
+                  outbox=outbox)))
+    outbox = await stack.enter_async_context(Outbox(conn=conn, topics=topics, metrics=metrics))
+    services.append(await stack.enter_async_context(
+        InboxService(conn=conn, db=db, topics=topics, codec=codec, metrics=metrics,
+                     outbox=outbox)))
+    return StoreServices(services)

@@ -1,0 +1,10 @@
+"""Generated data for the demo, the benchmarks and the tests: one place, used by all three.
+
+- :mod:`scenarios.signals`: the realistic mixed scenario (services, real communes and prisons,
+  every marking), deterministic per seed;
+- :mod:`scenarios.builders`: one signal at a time, with overrides;
+- :mod:`scenarios.ftf`: histories for the common database, and the deliveries the router
+  would write for them.
+
+Summaries are synthetic placeholders, never real content.
+"""
