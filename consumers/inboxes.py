@@ -124,7 +124,7 @@ async def read_stored(
     after: tuple[int, int] | None = None,
 ) -> list[tuple[tuple[int, int], dict[str, Any]]]:
     """The stored deliveries of ``recipient`` in topic order (after a position), JSON-ready,
-    with the fields of DESIGN.md section 6."""
+    with the fields every inbox reader relies on (docs/operations.md)."""
     t = inbox_deliveries
     query = select(t).where(t.c.recipient == str(recipient))
     if after is not None:

@@ -1,6 +1,6 @@
 """The vocabulary of Plan R / T.E.R.: services, markings, statuses, recipients.
 
-Spellings are the public contract (DESIGN.md section 6). Avro enum symbols cannot contain
+Spellings are the public contract (docs/design.md). Avro enum symbols cannot contain
 ``+``, so TLP ``amber+strict`` is the Avro symbol ``amber_strict``; :func:`tlp_to_avro` and
 :func:`tlp_from_avro` convert.
 """

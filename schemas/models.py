@@ -1,4 +1,4 @@
-"""The JSON form of a signal, as agency back-ends submit it (DESIGN.md section 6).
+"""The JSON form of a signal, as agency back-ends submit it (docs/design.md).
 
 Field names and enum spellings are the public contract; extra fields are rejected. Error
 messages name the field and never echo the submitted value (it may be content).

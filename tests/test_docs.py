@@ -16,11 +16,11 @@ import typer
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from cli import app
+from cli.settings import Settings
 from consumers.metrics import StoreMetrics
 from planr import territory
-from planr.cli import app
 from planr.domain import Agency, WorkingGroup
-from planr.settings import Settings
 from planr.telemetry import Metrics
 from planr.topics import Topics
 

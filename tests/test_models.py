@@ -1,4 +1,4 @@
-"""The JSON form of a signal: the contract of DESIGN.md section 6."""
+"""The JSON form of a signal: the public contract (docs/design.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Property tests: over random signals (every marking, real communes and prisons), the engine
 with the default policy delivers exactly what a deliberately simple reference, written here
-from DESIGN.md section 4, says; never anything the law forbids; and only within views."""
+from the need-to-know principles (docs/design.md), says; never anything the law forbids;
+and only within views."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ LEVELS = ("unclassified", "restreint", "confidentiel", "secret", "tres_secret")
 TFL_CEILING = "secret"  # tres_secret stays with its owner
 WG_CEILING = "confidentiel"
 DATABASE_STATUSES = {"FTF", "HTF", "PH", "EPV", "CTE"}
-# The remit of each working group (DESIGN.md section 2): its phenomenon, domain or status.
+# The remit of each working group (docs/design.md): its phenomenon, domain or status.
 REMIT: dict[str, tuple[str, str]] = {
     "internet": ("domains", "internet"), "prisons": ("domains", "prison"),
     "media": ("domains", "media"), "prevention": ("domains", "prevention"),
@@ -47,7 +48,7 @@ REMIT: dict[str, tuple[str, str]] = {
     "preachers": ("domains", "preachers"), "mosques": ("domains", "mosques"),
     "asylum_migration": ("domains", "asylum_migration"), "ftf": ("statuses", "FTF"),
 }  # fmt: skip
-# Fields a recipient class must never see (DESIGN.md section 4, minimisation).
+# Fields a recipient class must never see (minimisation, docs/design.md).
 NEVER_IN_VIEW = {
     "csilr": {"agency", "summary", "reliability", "accuracy", "classification", "handling",
               "named_recipients", "local_sharing"},
@@ -96,7 +97,7 @@ def lawful(s: SignalIn, recipient: str) -> bool:
 
 
 def entitled(s: SignalIn) -> set[str]:
-    """What the default policy means to deliver (DESIGN.md section 4 and the policy's intent)."""
+    """What the default policy means to deliver (docs/design.md and the policy's intent)."""
     commune, arrondissement = where(s)
     out = {"ntf"}
     if level(s) <= LEVELS.index(TFL_CEILING):
