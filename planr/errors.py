@@ -42,9 +42,20 @@ class UnknownSchemaError(DecodeError):
 
 
 class InvalidSignalError(PlanrError, ValueError):
-    """A decoded signal that breaks the contract (unknown location, agency mismatch, ...)."""
+    """A decoded signal that breaks the contract (unknown location, agency mismatch, ...).
+
+    ``field`` is the dotted path of the offending field (``subject.id``, ``named_recipients.2``)
+    when one is known; like the message, it never carries the field's value.
+    """
 
     reason = "invalid_signal"
+    field: str | None = None
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, field: str | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.field = field
 
 
 class PolicyError(UsageError):

