@@ -40,13 +40,14 @@ def broker(
 ) -> None:
     """Run the embedded Tansu broker in the foreground (memory storage, loopback only)."""
     b = EmbeddedBroker(port=port)
+    # before the address is printed: whoever reads it may send SIGTERM at once
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         b.launch()
     except PlanrError as exc:
         fail(str(exc))
     typer.echo(f"bootstrap: {b.bootstrap_servers}")
     sys.stdout.flush()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         b.wait()
     except (KeyboardInterrupt, SystemExit):

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from planr.batching import BatchSender
 from planr.domain import Recipient
-from planr.errors import PlanrError
+from planr.errors import InvalidSignalError, PlanrError
 from planr.kafka import KafkaConnection, make_consumer, make_producer
 from planr.loop import Batch, ConsumeLoop
 from planr.telemetry import Metrics
@@ -34,6 +34,7 @@ from routing.views import Views
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
 from schemas.names import DEAD_LETTER, DELIVERY, NTF_FACT, ROUTING_DECISION, SIGNAL
+from schemas.validation import validate_signal_record
 
 log = structlog.get_logger(__name__)
 
@@ -158,7 +159,11 @@ class Router(ConsumeLoop):
                                         "claimed agency does not own this ingress topic",
                                         out)
                 return None
+            validate_signal_record(signal, now=now)
             facts = Facts.of(signal)
+        except InvalidSignalError as exc:  # the field path, never the value
+            await self._dead_letter(rec, exc.reason, exc.field or "(signal)", out)
+            return None
         except PlanrError as exc:
             await self._dead_letter(rec, exc.reason, str(exc), out)
             return None

@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from planr.domain import Agency
 from planr.errors import InvalidSignalError, PlanrError
-from producers.scenario import generate
-from schemas import SIGNAL
+from scenarios.builders import SECRET_SUMMARY, signal_json
+from scenarios.signals import generate
 from schemas.codec import Codec
 from schemas.models import SignalIn, describe_errors
+from schemas.names import SIGNAL
 from schemas.validation import validate_signal_record
-from tests.helpers import SECRET_SUMMARY, signal_json
 
 PUBLISHED = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 NOW = PUBLISHED + timedelta(seconds=3)
