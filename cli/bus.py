@@ -143,7 +143,7 @@ def inbox(
 
     try:
         if r.cls in INBOX_CLASSES:
-            n = c.with_db(stored)
+            n = c.with_db("inboxes", stored)
         else:
             n = run_async(printed(read_inbox(conn, c.topics, Codec(), r)))
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import typer
 
@@ -20,6 +20,7 @@ from planr.telemetry import serve_metrics
 from planr.topics import Topics
 
 T = TypeVar("T")
+Store = Literal["ftf", "inboxes"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,12 @@ class Context:
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
 
-    def database(self) -> Database:
-        return Database(self.settings.db_url or sqlite_url(self.settings.data_dir))
+    def database(self, store: Store) -> Database:
+        """The common database (``ftf``) or the inboxes' store (``inboxes``): separate
+        databases, so that access to one grants nothing of the other."""
+        s = self.settings
+        url = s.ftf_db_url if store == "ftf" else s.inbox_db_url
+        return Database(url or sqlite_url(s.data_dir, f"{store}.db"))
 
     def access_config(self) -> AccessConfig:
         try:
@@ -61,11 +66,11 @@ class Context:
         except UsageError as exc:
             fail(str(exc), code=2)
 
-    def with_db(self, work: Callable[[Database], Awaitable[T]]) -> T:
+    def with_db(self, store: Store, work: Callable[[Database], Awaitable[T]]) -> T:
         """Run ``work`` on the opened store; a store error ends the command in one line."""
 
         async def go() -> T:
-            async with self.database() as db:
+            async with self.database(store) as db:
                 return await work(db)
 
         try:

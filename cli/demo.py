@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cli.context import Context, fail, get
+from cli.context import Context, Store, fail, get
 from consumers.metrics import default_store_metrics
 from consumers.store import Database, sqlite_url
 from consumers.supervisor import StoreServices, start_store_services
@@ -70,16 +70,17 @@ async def _connect(c: Context, stack: AsyncExitStack) -> KafkaConnection:
     return dataclasses.replace(c.connection(broker.bootstrap_servers), session_timeout_ms=6_000)
 
 
-async def _store(c: Context, stack: AsyncExitStack) -> Database:
+async def _store(c: Context, stack: AsyncExitStack, store: Store) -> Database:
     """The configured store; with the embedded broker (which forgets everything between
-    runs), a fresh demo database."""
-    url = c.settings.db_url
-    if url is None and c.settings.bootstrap_servers is None:
-        path = c.settings.data_dir / "demo.db"
-        for stale in (path, path.with_name("demo.db-wal"), path.with_name("demo.db-shm")):
+    runs), a fresh demo database (``demo-ftf.db``, ``demo-inboxes.db``)."""
+    db = c.database(store)
+    if c.settings.bootstrap_servers is None and db.url.startswith("sqlite"):
+        name = f"demo-{store}.db"
+        path = c.settings.data_dir / name
+        for stale in (path, path.with_name(f"{name}-wal"), path.with_name(f"{name}-shm")):
             stale.unlink(missing_ok=True)
-        url = sqlite_url(c.settings.data_dir, "demo.db")
-    return await stack.enter_async_context(Database(url or sqlite_url(c.settings.data_dir)))
+        db = Database(sqlite_url(c.settings.data_dir, name))
+    return await stack.enter_async_context(db)
 
 
 async def _publish(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, n: int,
@@ -157,7 +158,8 @@ async def _demo(c: Context, setup: RoutingSetup, n: int,
         tasks: list[asyncio.Task[object]] = [asyncio.create_task(router.run()),
                                              asyncio.create_task(aggregator.run())]
         store = await start_store_services(
-            stack, conn=conn, topics=topics, db=await _store(c, stack), codec=setup.codec,
+            stack, conn=conn, topics=topics, ftf_db=await _store(c, stack, "ftf"),
+            inbox_db=await _store(c, stack, "inboxes"), codec=setup.codec,
             access=c.access_config(), metrics=default_store_metrics())
         published = await _publish(conn, topics, setup, n, seed)
         await _wait_routed(router, tasks[0], n + len(MALFORMED))  # type: ignore[arg-type]

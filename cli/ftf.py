@@ -47,7 +47,7 @@ def project(ctx: typer.Context, until_idle: UntilIdle = None) -> None:
                       metrics=metrics, outbox=outbox)
         await serve_store(p, outbox, until_idle, "projected")
 
-    c.with_db(work)
+    c.with_db("ftf", work)
 
 
 async def _flush_outbox(c: Context, db: Database) -> None:
@@ -92,7 +92,7 @@ def show(
         await _flush_outbox(c, db)
         return answer
 
-    _emit(c.with_db(work), as_json)
+    _emit(c.with_db("ftf", work), as_json)
 
 
 @ftf_app.command("list")
@@ -117,7 +117,7 @@ def list_(  # noqa: PLR0917 - Typer maps parameters to options
         await _flush_outbox(c, db)
         return answer
 
-    _emit(c.with_db(work), as_json)
+    _emit(c.with_db("ftf", work), as_json)
 
 
 @ftf_app.command("overdue")
@@ -129,7 +129,7 @@ def overdue_cmd(
     """Included entries based on serious indications whose 6-month review is overdue."""
     c = get(ctx)
     now = (at.replace(tzinfo=UTC) if at and at.tzinfo is None else at) or datetime.now(UTC)
-    found = c.with_db(lambda db: overdue(db, now))
+    found = c.with_db("ftf", lambda db: overdue(db, now))
     default_store_metrics().ftf_overdue.set(len(found))
     for f in found:
         p = f.public()
@@ -158,7 +158,7 @@ def audit(
     """Print the consultation log (or the governance audit), for the oversight bodies."""
     c = get(ctx)
 
-    rows = c.with_db(governance_log if governance else consultation_log)
+    rows = c.with_db("ftf", governance_log if governance else consultation_log)
     for row in rows:
         r = _jsonable(row)
         if as_json:

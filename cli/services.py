@@ -143,4 +143,4 @@ def inboxes(
                                metrics=metrics, recipients=chosen, outbox=outbox)
         await serve_store(service, outbox, until_idle, "inboxes")
 
-    c.with_db(work)
+    c.with_db("inboxes", work)

@@ -33,7 +33,13 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     topic_prefix: str = Field(default="planr", pattern=r"^[A-Za-z0-9_-]+$")
     data_dir: Path = Field(default=Path(".planr"), description="Local state (databases).")
-    db_url: str | None = Field(default=None, description="Database URL; unset means SQLite.")
+    ftf_db_url: str | None = Field(
+        default=None,
+        description="The common database's store; unset means SQLite file ftf.db in data_dir.")
+    inbox_db_url: str | None = Field(
+        default=None,
+        description="The durable inboxes' store, separate from the common database; unset "
+                    "means SQLite file inboxes.db in data_dir.")
     ftf_access: Path = Field(
         default=DEFAULT_ACCESS_FILE,
         description="Access modes of the services to the common database (FTF / T.E.R.).",

@@ -48,20 +48,21 @@ async def start_store_services(
     *,
     conn: KafkaConnection,
     topics: Topics,
-    db: Database,
+    ftf_db: Database,
+    inbox_db: Database,
     codec: Codec,
     access: AccessConfig,
     metrics: StoreMetrics,
 ) -> StoreServices:
-    """Start the projector and every inbox consumer, each with its outbox, on ``stack`` (which
-    stops them in reverse order)."""
+    """Start the projector (on the common database) and every inbox consumer (on the inboxes'
+    store), each with its outbox, on ``stack`` (which stops them in reverse order)."""
     services: list[TrackedConsumer] = []
     outbox = await stack.enter_async_context(Outbox(conn=conn, topics=topics, metrics=metrics))
     services.append(await stack.enter_async_context(
-        Projector(conn=conn, db=db, topics=topics, codec=codec, access=access, metrics=metrics,
+        Projector(conn=conn, db=ftf_db, topics=topics, codec=codec, access=access, metrics=metrics,
                   outbox=outbox)))
     outbox = await stack.enter_async_context(Outbox(conn=conn, topics=topics, metrics=metrics))
     services.append(await stack.enter_async_context(
-        InboxService(conn=conn, db=db, topics=topics, codec=codec, metrics=metrics,
+        InboxService(conn=conn, db=inbox_db, topics=topics, codec=codec, metrics=metrics,
                      outbox=outbox)))
     return StoreServices(services)

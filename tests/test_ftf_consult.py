@@ -130,7 +130,7 @@ def test_cli_consultation_no_oracle_and_audit(tmp_path, codec, routing_setup):
     access = tmp_path / "access.yaml"
     access.write_text("services:\n" + "".join(f"  {a.value}: {m.value}\n"
                                               for a, m in ACCESS.items()))
-    env = {"PLANR_DB_URL": url, "PLANR_FTF_ACCESS": str(access),
+    env = {"PLANR_FTF_DB_URL": url, "PLANR_FTF_ACCESS": str(access),
            "PLANR_BOOTSTRAP_SERVERS": None}
     runner = CliRunner()
 

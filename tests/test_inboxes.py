@@ -51,7 +51,7 @@ async def test_inboxes_store_each_delivery_once(conn, topics, routing_setup, tmp
     await produce(conn, names[1], csilr)
     url = sqlite_url(tmp_path)
     env = {**os.environ, "PLANR_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
-           "PLANR_TOPIC_PREFIX": topics.prefix, "PLANR_DB_URL": url,
+           "PLANR_TOPIC_PREFIX": topics.prefix, "PLANR_INBOX_DB_URL": url,
            "PLANR_LOG_LEVEL": "warning"}
 
     def inbox(recipient: Recipient) -> list[dict[str, Any]]:

@@ -86,8 +86,8 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
     # the same, in separate processes killed at random points
     async with store_url(backend, tmp_path / "killed") as url:
         env = {**os.environ, "PLANR_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
-               "PLANR_TOPIC_PREFIX": topics.prefix, "PLANR_DB_URL": url,
-               "PLANR_LOG_LEVEL": "warning"}
+               "PLANR_TOPIC_PREFIX": topics.prefix, "PLANR_FTF_DB_URL": url,
+               "PLANR_INBOX_DB_URL": url, "PLANR_LOG_LEVEL": "warning"}
         commands = [["ftf", "project", "--until-idle", "2"],
                     ["inboxes", "--recipient", str(TFL), "--until-idle", "2"]]
         names = [(PROJECTOR, ftf_topic), (INBOXES, tfl_topic)]

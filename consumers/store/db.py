@@ -8,6 +8,8 @@ service, a consultation) can share one file without lock-upgrade deadlocks.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,8 +32,31 @@ _CHUNK = 500
 
 
 def sqlite_url(data_dir: Path, name: str = "planr.db") -> str:
-    """The default store: a file under the data directory."""
+    """A store in a file under the data directory (``ftf.db``, ``inboxes.db``)."""
     return f"sqlite+aiosqlite:///{(data_dir / name).resolve()}"
+
+
+def private_file(path: Path) -> None:
+    """Create the directory (0700) and the database file (0600) before SQLite opens it, so
+    that no other user of the machine can read them; SQLite gives its ``-wal`` and ``-shm``
+    files the mode of the database file. An existing file or directory that others can reach
+    is tightened."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.parent.stat()
+    if st.st_mode & 0o077:
+        # tighten a directory of our own (one made by an older version); never a shared one
+        if st.st_uid != os.getuid() or st.st_mode & stat.S_ISVTX:
+            raise StoreError(f"{path.parent} is open to other users: keep the store in a "
+                             "private directory (mode 0700)", reason="store_permissions")
+        path.parent.chmod(0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if extra.exists():
+            extra.chmod(0o600)
 
 
 def normalize_url(url: str) -> str:
@@ -77,7 +102,7 @@ class Database(Service):
         if self.url.startswith("sqlite"):
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_file(Path(path))
             engine = create_async_engine(
                 self.url, connect_args={"timeout": 60}, pool_size=1, max_overflow=0
             )
