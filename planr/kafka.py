@@ -7,22 +7,43 @@ sets ``enable_idempotence=False`` and never uses a ``transactional_id``. Our gua
 from ``acks="all"``, committing consumer offsets only after every output is acknowledged
 (at-least-once), and deterministic ids that downstream sinks deduplicate on
 (effectively-once in every projection).
+
+Security: :class:`KafkaConnection` carries SASL credentials (the password is a
+``SecretStr`` and stays out of ``repr``, logs and error messages) and TLS files (CA bundle,
+client certificate and key). Inconsistent combinations are refused with a
+:class:`~planr.errors.UsageError` naming the field, when the connection is built.
 """
 
 from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 
+from planr.errors import UsageError
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+_TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+
 
 @dataclass(frozen=True)
 class KafkaConnection:
-    """How to reach the brokers. Built from settings at the entry point."""
+    """How to reach the brokers. Built from settings at the entry point.
+
+    ``security_protocol`` is one of :data:`SECURITY_PROTOCOLS`. The ``SASL_*`` protocols need
+    ``sasl_mechanism``, ``sasl_username`` and ``sasl_password``; ``PLAIN`` is accepted only
+    over ``SASL_SSL`` (it sends the password itself). ``SSL`` and ``SASL_SSL`` verify the
+    broker's certificate against ``ssl_cafile`` (the system store when unset) and, unless
+    ``ssl_check_hostname`` is off, its host name; ``ssl_certfile``/``ssl_keyfile`` (PEM) give
+    a client certificate for brokers that require one.
+    """
 
     bootstrap_servers: str
     security_protocol: str = "PLAINTEXT"
@@ -33,6 +54,110 @@ class KafkaConnection:
     #: Tansu completes a group join after half the session timeout: 6 s (the Kafka minimum)
     #: keeps joins at ~3 s on the embedded broker.
     session_timeout_ms: int = 10_000
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = field(default=None, repr=False)
+    ssl_check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise UsageError("bootstrap_servers is empty")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise UsageError(
+                f"security_protocol {self.security_protocol!r} is not one of "
+                + ", ".join(SECURITY_PROTOCOLS)
+            )
+        self._check_sasl()
+        self._check_tls()
+
+    def _check_sasl(self) -> None:
+        given = [
+            name
+            for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+            if getattr(self, name) is not None
+        ]
+        if self.security_protocol not in _SASL_PROTOCOLS:
+            if given:
+                raise UsageError(
+                    f"{given[0]} is set but security_protocol {self.security_protocol} does not "
+                    "use SASL (use SASL_SSL or SASL_PLAINTEXT)"
+                )
+            return
+        if self.sasl_mechanism is None:
+            raise UsageError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise UsageError(
+                f"sasl_mechanism {self.sasl_mechanism!r} is not one of "
+                + ", ".join(SASL_MECHANISMS)
+            )
+        if not self.sasl_username:
+            raise UsageError(f"security_protocol {self.security_protocol} needs sasl_username")
+        if self.sasl_password is None or not self.sasl_password.get_secret_value():
+            raise UsageError(f"security_protocol {self.security_protocol} needs sasl_password")
+        if self.sasl_mechanism == "PLAIN" and self.security_protocol != "SASL_SSL":
+            raise UsageError(
+                "sasl_mechanism PLAIN sends the password itself: use it only with "
+                "security_protocol SASL_SSL"
+            )
+
+    def _check_tls(self) -> None:
+        files = {
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        if self.security_protocol not in _TLS_PROTOCOLS:
+            extra = [n for n, v in files.items() if v is not None]
+            if self.ssl_key_password is not None:
+                extra.append("ssl_key_password")
+            if extra:
+                raise UsageError(
+                    f"{extra[0]} is set but security_protocol {self.security_protocol} does not "
+                    "use TLS (use SSL or SASL_SSL)"
+                )
+            return
+        for name, path in files.items():
+            if path is not None and not Path(path).is_file():
+                raise UsageError(f"{name}: no such file: {path}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise UsageError("ssl_keyfile is set without ssl_certfile")
+        if self.ssl_key_password is not None and self.ssl_certfile is None:
+            raise UsageError("ssl_key_password is set without ssl_certfile")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in _TLS_PROTOCOLS
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of SSL/SASL_SSL connections (TLS 1.2 or later); None otherwise."""
+        if not self.uses_tls:
+            return None
+        try:
+            ctx = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH,
+                cafile=str(self.ssl_cafile) if self.ssl_cafile is not None else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"ssl_cafile: cannot load CA certificates ({type(exc).__name__})"
+            ) from exc
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.check_hostname = self.ssl_check_hostname
+        if self.ssl_certfile is not None:
+            password = self.ssl_key_password.get_secret_value() if self.ssl_key_password else None
+            try:
+                ctx.load_cert_chain(
+                    str(self.ssl_certfile),
+                    str(self.ssl_keyfile) if self.ssl_keyfile is not None else None,
+                    password=password,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise UsageError(
+                    "ssl_certfile/ssl_keyfile: cannot load the client certificate and key "
+                    f"({type(exc).__name__})"
+                ) from exc
+        return ctx
 
     def client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -40,14 +165,13 @@ class KafkaConnection:
             "security_protocol": self.security_protocol,
             "client_id": self.client_id,
         }
-        if self.security_protocol in {"SSL", "SASL_SSL"}:
-            kwargs["ssl_context"] = ssl.create_default_context()
-        if self.sasl_mechanism is not None:
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["ssl_context"] = context
+        if self.security_protocol in _SASL_PROTOCOLS and self.sasl_password is not None:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
-            )
+            kwargs["sasl_plain_password"] = self.sasl_password.get_secret_value()
         return kwargs
 
 
