@@ -37,9 +37,13 @@ def register(app: typer.Typer) -> None:
 
 def broker(
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
+    authentication: Annotated[bool, typer.Option(
+        "--authentication",
+        help="Refuse clients that do not authenticate. The embedded broker stores no users, "
+             "so it then admits no client at all: for showing refusal only.")] = False,
 ) -> None:
     """Run the embedded Tansu broker in the foreground (memory storage, loopback only)."""
-    b = EmbeddedBroker(port=port)
+    b = EmbeddedBroker(port=port, authentication=authentication)
     # before the address is printed: whoever reads it may send SIGTERM at once
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

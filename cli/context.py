@@ -40,14 +40,22 @@ class Context:
                 code=2,
             )
         s = self.settings
-        return KafkaConnection(
-            bootstrap_servers=servers,
-            security_protocol=s.security_protocol,
-            sasl_mechanism=s.sasl_mechanism,
-            sasl_username=s.sasl_username,
-            sasl_password=s.sasl_password,
-            session_timeout_ms=s.session_timeout_ms,
-        )
+        try:
+            return KafkaConnection(
+                bootstrap_servers=servers,
+                security_protocol=s.security_protocol,
+                sasl_mechanism=s.sasl_mechanism,
+                sasl_username=s.sasl_username,
+                sasl_password=s.sasl_password,
+                session_timeout_ms=s.session_timeout_ms,
+                ssl_cafile=s.ssl_cafile,
+                ssl_certfile=s.ssl_certfile,
+                ssl_keyfile=s.ssl_keyfile,
+                ssl_key_password=s.ssl_key_password,
+                ssl_check_hostname=s.ssl_check_hostname,
+            )
+        except UsageError as exc:  # inconsistent security settings: names the field
+            fail(str(exc), code=2)
 
     def serve_metrics(self) -> None:
         if self.settings.metrics_port is not None:

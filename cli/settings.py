@@ -52,3 +52,8 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle (PEM) for TLS.")
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate (PEM).")
+    ssl_keyfile: Path | None = Field(default=None, description="Client private key (PEM).")
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
