@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any
 
+from aiokafka import ConsumerRecord
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumers.identity import content_fingerprint
 from consumers.metrics import StoreMetrics
 from consumers.outbox import Outbox
 from consumers.store import Database
@@ -75,13 +77,39 @@ class InboxService(TrackedConsumer):
         self.stored = 0
 
     async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
-        rows: list[dict[str, Any]] = []
         dead: list[dict[str, Any]] = []
+        arrivals = self._decode(batch, dead)
+        stored: dict[str, str | None] = await self._db.lookup(
+            conn, inbox_deliveries.c.delivery_id, inbox_deliveries.c.content_hash,
+            [row["delivery_id"] for _, row in arrivals])
+        fresh: dict[str, dict[str, Any]] = {}
+        for rec, row in arrivals:
+            did = row["delivery_id"]
+            if did in stored:
+                self._repeated(dead, rec, stored[did], row["content_hash"])
+                continue
+            stored[did] = row["content_hash"]
+            fresh[did] = row
+        if fresh:
+            await conn.execute(self._db.insert_ignore(inbox_deliveries), list(fresh.values()))
+            for r in fresh.values():
+                self._metrics.inbox_stored.labels(r["recipient"].split(":")[0]).inc()
+            self.stored += len(fresh)
+        if dead:
+            await conn.execute(self._db.insert_ignore(outbox), dead)
+
+    def _decode(
+        self, batch: Batch, dead: list[dict[str, Any]]
+    ) -> list[tuple[ConsumerRecord, dict[str, Any]]]:
+        """The rows to store: envelope and payload decoded (a payload that does not decode
+        is dead-lettered, never stored), addressed to this topic's recipient."""
+        out = []
         for tp, records in batch.items():
             expected = str(self._by_topic[tp.topic])
             for rec in records:
                 try:
                     env = self._codec.decode(rec.value, DELIVERY)
+                    view = self._codec.decode(env["payload"], view_schema_name(env["view"]))
                 except PlanrError as exc:
                     self.dead_letter(dead, rec, exc.reason, str(exc))
                     continue
@@ -89,32 +117,16 @@ class InboxService(TrackedConsumer):
                     self.dead_letter(dead, rec, "recipient_mismatch",
                                      "delivery addressed to another recipient")
                     continue
-                rows.append({
+                out.append((rec, {
                     "delivery_id": env["delivery_id"], "recipient": env["recipient"],
                     "event_id": env["event_id"], "rule": env["rule"],
                     "rules": ",".join(env.get("rules") or ()),
                     "policy_version": env["policy_version"], "routed_at": env["routed_at"],
                     "view": env["view"], "payload": env["payload"],
                     "topic_partition": rec.partition, "topic_offset": rec.offset,
-                })
-        if rows:
-            known = await self._db.existing(conn, inbox_deliveries.c.delivery_id,
-                                            [r["delivery_id"] for r in rows])
-            fresh: dict[str, dict[str, Any]] = {}
-            for r in rows:
-                if r["delivery_id"] in known or r["delivery_id"] in fresh:
-                    self.stats.duplicates += 1
-                    self._metrics.duplicates.labels(self.name).inc()
-                else:
-                    fresh[r["delivery_id"]] = r
-            if fresh:
-                await conn.execute(self._db.insert_ignore(inbox_deliveries),
-                                   list(fresh.values()))
-                for r in fresh.values():
-                    self._metrics.inbox_stored.labels(r["recipient"].split(":")[0]).inc()
-                self.stored += len(fresh)
-        if dead:
-            await conn.execute(self._db.insert_ignore(outbox), dead)
+                    "content_hash": content_fingerprint(view),
+                }))
+        return out
 
 
 async def read_stored(

@@ -19,6 +19,7 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumers.identity import CONFLICT, same_event
 from consumers.metrics import StoreMetrics
 from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
 from consumers.store import Database
@@ -182,6 +183,16 @@ class TrackedConsumer(ConsumeLoop):
                 break
         await self.after_commit()
         return self.stats
+
+    def _repeated(self, rows: list[dict[str, Any]], rec: ConsumerRecord, stored: str | None,
+                  fingerprint: str) -> None:
+        """An id seen before: a duplicate (skipped, counted) or, with other content, a conflict
+        (dead-lettered, counted): never a silent skip."""
+        if same_event(stored, fingerprint):
+            self.stats.duplicates += 1
+            self._metrics.duplicates.labels(self.name).inc()
+        else:
+            self.dead_letter(rows, rec, CONFLICT, "id already stored with other content")
 
     def dead_letter(
         self, rows: list[dict[str, Any]], rec: ConsumerRecord, reason: str, detail: str

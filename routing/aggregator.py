@@ -43,7 +43,7 @@ Cell = tuple[str, str, str]  # period, arrondissement, phenomenon
 @dataclass
 class _Block:
     counts: Counter[Cell] = field(default_factory=Counter)
-    seen: set[str] = field(default_factory=set)
+    seen: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     policy_version: str = ""
     dirty: bool = False
 
@@ -125,12 +125,18 @@ class Aggregator(ConsumeLoop):
                     fact = self._codec.decode(rec.value, NTF_FACT)
                 except (PlanrError, TypeError) as exc:
                     reason = getattr(exc, "reason", "undecodable")
-                    pending.append(await self._dead_letter(rec, reason))
+                    pending.append(await self._dead_letter(rec, reason,
+                                                           "NtfFact could not be read"))
                     continue
                 blk = self._blocks.setdefault((tp, rec.offset // self._block), _Block())
-                if fact["event_id"] in blk.seen:
+                what = (fact["period"], fact["arrondissement"], tuple(fact["phenomena"]))
+                known = blk.seen.get(fact["event_id"])
+                if known is not None:  # a replay, or the same id with other content
+                    if known != what:
+                        pending.append(await self._dead_letter(
+                            rec, "event_id_conflict", "event id already counted otherwise"))
                     continue
-                blk.seen.add(fact["event_id"])
+                blk.seen[fact["event_id"]] = what
                 blk.policy_version = fact["policy_version"]
                 for ph in fact["phenomena"] or ["none"]:
                     blk.counts[(fact["period"], fact["arrondissement"], ph)] += 1
@@ -139,11 +145,9 @@ class Aggregator(ConsumeLoop):
         if pending:
             await asyncio.gather(*pending)
 
-    async def _dead_letter(self, rec: ConsumerRecord, reason: str) -> Any:
+    async def _dead_letter(self, rec: ConsumerRecord, reason: str, detail: str) -> Any:
         self._metrics.dead_letters.labels(reason).inc()
-        value = self._codec.encode(
-            DEAD_LETTER, dead_letter_record(rec, reason, "NtfFact could not be read")
-        )
+        value = self._codec.encode(DEAD_LETTER, dead_letter_record(rec, reason, detail))
         return await self._producer.send(self._topics.dead_letter, value=value, key=rec.key)
 
     async def flush(self) -> int:

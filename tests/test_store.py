@@ -1,13 +1,18 @@
-"""The database layer on SQLite and PostgreSQL: migrations, offsets."""
+"""The database layer on SQLite and PostgreSQL: migrations, offsets; private SQLite files."""
 
 from __future__ import annotations
+
+import stat
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
-from consumers.store import Database, normalize_url
+from consumers.store import Database, normalize_url, sqlite_url
 from consumers.store.tables import metadata
+from planr.errors import StoreError
 from tests.test_store_helpers import BACKENDS, store_url
 
 
@@ -51,3 +56,38 @@ async def test_a_failed_transaction_stores_no_offsets(url):
 def test_plain_urls_get_the_async_driver():
     assert normalize_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert normalize_url("sqlite:////x/y.db") == "sqlite+aiosqlite:////x/y.db"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_sqlite_store_files_are_private(tmp_path):
+    data = tmp_path / "data"
+    async with Database(sqlite_url(data, "ftf.db")) as db, db.transaction() as conn:
+        await conn.execute(text("SELECT 1"))
+    assert _mode(data) == 0o700
+    for name in ("ftf.db", "ftf.db-wal", "ftf.db-shm"):
+        if (data / name).exists():
+            assert _mode(data / name) == 0o600, name
+    assert _mode(data / "ftf.db") == 0o600
+
+
+async def test_an_own_open_data_directory_is_tightened(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    async with Database(sqlite_url(data, "inboxes.db")):
+        pass
+    assert _mode(data) == 0o700
+
+
+async def test_a_shared_directory_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    with pytest.raises(StoreError, match="open to other users"):
+        async with Database(sqlite_url(shared, "ftf.db")):
+            pass
+    assert not (shared / "ftf.db").exists()
+    assert _mode(shared) == 0o1777

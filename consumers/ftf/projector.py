@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiokafka import ConsumerRecord
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.ftf.fiche import Fiche, apply
 from consumers.ftf.governance import AccessConfig
 from consumers.ftf.queries import count_overdue
+from consumers.identity import content_fingerprint
 from consumers.metrics import StoreMetrics
 from consumers.outbox import REMOVAL_KIND, Outbox, outbox_row
 from consumers.store import Database
@@ -93,7 +95,7 @@ class Projector(TrackedConsumer):
 
     def _decode(
         self, batch: Batch, dead: list[dict[str, Any]]
-    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    ) -> list[tuple[ConsumerRecord, dict[str, Any], dict[str, Any]]]:
         items = []
         for records in batch.values():
             for rec in records:
@@ -107,32 +109,34 @@ class Projector(TrackedConsumer):
                 except PlanrError as exc:
                     self.dead_letter(dead, rec, exc.reason, str(exc))
                     continue
-                items.append((envelope, view))
+                items.append((rec, envelope, view))
         return items
 
     async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
         db = self._db
         out_rows: list[dict[str, Any]] = []
         items = self._decode(batch, out_rows)
-        seen = await db.existing(conn, applied_events.c.event_id,
-                                 [v["event_id"] for _, v in items])
+        seen: dict[str, str | None] = await db.lookup(
+            conn, applied_events.c.event_id, applied_events.c.content_hash,
+            [v["event_id"] for _, _, v in items])
         state = await load_fiches(
-            conn, (v["subject"]["id"] for _, v in items if v["event_id"] not in seen)
+            conn, (v["subject"]["id"] for _, _, v in items if v["event_id"] not in seen)
         )
         changed: set[str] = set()
         applied: list[dict[str, Any]] = []
         contrib: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
-        for envelope, view in items:
+        for rec, envelope, view in items:
             eid, sid, agency = view["event_id"], view["subject"]["id"], view["agency"]
+            fingerprint = content_fingerprint(view)
             if eid in seen:
-                self.stats.duplicates += 1
-                self._metrics.duplicates.labels(self.name).inc()
+                self._repeated(out_rows, rec, seen[eid], fingerprint)
                 continue
-            seen.add(eid)
+            seen[eid] = fingerprint
             result = apply(state.get(sid), view, self._access.mode(agency))
             applied.append({"event_id": eid, "delivery_id": envelope["delivery_id"],
-                            "agency": agency, "subject_id": sid, "outcome": result.outcome})
+                            "agency": agency, "subject_id": sid, "outcome": result.outcome,
+                            "content_hash": fingerprint})
             self._metrics.ftf_events.labels(agency, result.outcome).inc()
             for reason, detail in result.audits:
                 audits.append({"event_id": eid, "reason": reason, "agency": agency,

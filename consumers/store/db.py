@@ -179,11 +179,17 @@ class Database(Service):
         self, conn: AsyncConnection, column: Any, values: Iterable[str]
     ) -> set[str]:
         """Which of ``values`` are already in ``column`` (chunked IN queries)."""
-        wanted = list(values)
-        found: set[str] = set()
+        return set(await self.lookup(conn, column, column, values))
+
+    async def lookup(
+        self, conn: AsyncConnection, key: Any, value: Any, keys: Iterable[str]
+    ) -> dict[str, Any]:
+        """``{key: value}`` of the rows whose ``key`` column is among ``keys`` (chunked)."""
+        wanted = list(keys)
+        found: dict[str, Any] = {}
         for i in range(0, len(wanted), _CHUNK):
-            rows = await conn.execute(select(column).where(column.in_(wanted[i : i + _CHUNK])))
-            found.update(r[0] for r in rows)
+            rows = await conn.execute(select(key, value).where(key.in_(wanted[i : i + _CHUNK])))
+            found.update((r[0], r[1]) for r in rows)
         return found
 
 
