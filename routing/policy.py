@@ -7,8 +7,10 @@ The policy is data (``routing/policy.yaml``), not code. Semantics, as in Cedar a
 - every rule has an id and a one-line description; a decision names the rule(s) that decided;
 - the version is a content hash of the parsed policy, carried by every decision and delivery.
 
-Loading rejects unknown keys, recipient classes, enum values, municipality and arrondissement
-ids, and names the line of the file where the problem is.
+Loading rejects keys given twice in a mapping, unknown keys, recipient classes, enum values,
+municipality and arrondissement ids, empty lists (in ``recipients``, ``except`` and every
+list-valued condition), and rules that can never match (``routing/satisfiable.py``), and
+names the line of the file where the problem is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from planr import territory
 from planr.domain import (
@@ -36,7 +45,8 @@ from planr.domain import (
     WorkingGroup,
 )
 from planr.errors import PolicyError, UsageError
-from routing.yamlmap import Loc, line_of, load_with_lines
+from routing.satisfiable import never_matching
+from routing.yamlmap import Loc, YamlError, line_of, load_with_lines
 from schemas import AVRO_DIR
 from schemas.codec import load_schema_file
 
@@ -77,6 +87,11 @@ class Remit(_Strict):
     statuses: list[Status] = []
 
 
+_CONDITION_LISTS = ("handling", "tlp", "reliability", "subject_kind", "statuses_any",
+                    "phenomena_any", "domains_any", "agency", "location_arrondissement",
+                    "location_municipality")
+
+
 class Conditions(_Strict):
     """All given conditions must hold for a rule to match (an empty set always matches)."""
 
@@ -98,6 +113,14 @@ class Conditions(_Strict):
     remit: bool | None = None
     named: bool | None = None
 
+    @field_validator(*_CONDITION_LISTS)
+    @classmethod
+    def _not_empty(cls, v: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+        if v is not None and not v:
+            raise ValueError(f"an empty list matches no signal: list the {info.field_name} "
+                             "that match, or omit the condition")
+        return v
+
     @field_validator("location_arrondissement")
     @classmethod
     def _known_arrondissements(cls, v: list[str] | None) -> list[str] | None:
@@ -115,7 +138,11 @@ class Conditions(_Strict):
         return v
 
 
-def _check_targets(v: list[str] | None) -> list[str] | None:
+def _check_targets(v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+    if v is not None and not v:
+        raise ValueError("an empty list names no recipient: omit `recipients` to mean every "
+                         "recipient" if info.field_name == "recipients" else
+                         "an empty list excludes no one: omit `except`")
     for t in v or []:
         if t in {c.value for c in RecipientClass}:
             continue
@@ -216,15 +243,16 @@ class Policy:
     def from_text(cls, text: str, source: str = "<policy>") -> Policy:
         try:
             data, lines = load_with_lines(text)
-        except ValueError as exc:
-            raise PolicyError(f"{source}: {exc}") from None
+        except YamlError as exc:
+            raise PolicyError("\n".join(f"{source}: {p}" for p in exc.problems)) from None
         if not isinstance(data, dict):
             raise PolicyError(f"{source}: line 1: the policy must be a mapping")
         try:
             doc = PolicyDocument.model_validate(data)
         except ValidationError as exc:
             raise PolicyError(_describe(exc, lines, source)) from None
-        problems = doc.cross_reference_errors()
+        problems = doc.cross_reference_errors() or never_matching(
+            doc.rules, {w.value: remit for w, remit in doc.working_groups.items()})
         if problems:
             raise PolicyError("\n".join(
                 f"{source}: line {line_of(lines, loc) or '?'}: "
