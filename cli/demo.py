@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from cli.context import Context, Store, fail, get
+from cli.jibdemo import Figures, print_jib_summary, start_jib_demo
 from consumers.metrics import default_store_metrics
 from consumers.store import Database, sqlite_url
 from consumers.supervisor import StoreServices, start_store_services
@@ -54,10 +55,14 @@ def run(
     except UsageError as exc:
         fail(str(exc), 2)
     try:
-        stats, published = asyncio.run(_demo(c, setup, signals, seed))
+        stats, published, jib = asyncio.run(_demo(c, setup, signals, seed))
     except PlanrError as exc:
         fail(f"demo failed: {exc}")
     _summary(stats, published, len(MALFORMED))
+    try:
+        print_jib_summary(jib)
+    except PlanrError as exc:
+        fail(str(exc))
 
 
 async def _connect(c: Context, stack: AsyncExitStack) -> KafkaConnection:
@@ -142,7 +147,7 @@ async def _drain(router: Router, aggregator: Aggregator, store: StoreServices,
 
 
 async def _demo(c: Context, setup: RoutingSetup, n: int,
-                seed: int) -> tuple[RouterStats, Counter[str]]:
+                seed: int) -> tuple[RouterStats, Counter[str], Figures]:
     c.serve_metrics()
     metrics = default_metrics()
     async with AsyncExitStack() as stack:  # stops everything in reverse order
@@ -161,10 +166,14 @@ async def _demo(c: Context, setup: RoutingSetup, n: int,
             stack, conn=conn, topics=topics, ftf_db=await _store(c, stack, "ftf"),
             inbox_db=await _store(c, stack, "inboxes"), codec=setup.codec,
             access=c.access_config(), metrics=default_store_metrics())
+        jib = await start_jib_demo(
+            stack, conn=conn, topics=topics, db=await _store(c, stack, "jib"),
+            policy=setup.policy, panels_file=c.settings.jib_panels, codec=setup.codec,
+            metrics=default_store_metrics())
         published = await _publish(conn, topics, setup, n, seed)
         await _wait_routed(router, tasks[0], n + len(MALFORMED))  # type: ignore[arg-type]
         await _drain(router, aggregator, store, tasks)
-        return router.stats, published
+        return router.stats, published, await jib.finish()
 
 
 def _summary(stats: RouterStats, published: Counter[str], bad: int) -> None:

@@ -68,6 +68,10 @@ def check(file: PolicyFile) -> None:
     typer.echo(f"name: {doc.name}")
     typer.echo(f"rules: {len(doc.rules)} ({forbids} forbid, {len(doc.rules) - forbids} permit)")
     typer.echo(f"views: {len(doc.views)}")
+    if doc.jib is not None:
+        jib_forbids = sum(1 for r in doc.jib.rules if r.effect == "forbid")
+        typer.echo(f"jib rules: {len(doc.jib.rules)} ({jib_forbids} forbid, "
+                   f"{len(doc.jib.rules) - jib_forbids} permit)")
     typer.echo(f"version: {setup.policy.version}")
 
 

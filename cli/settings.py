@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.ftf.governance import DEFAULT_ACCESS_FILE
+from consumers.jib.panels import DEFAULT_PANELS_FILE
 from routing import DEFAULT_POLICY
 
 
@@ -47,6 +48,22 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(
         default=10_000, ge=6_000, le=300_000,
         description="Consumer-group session timeout; Tansu completes a join after half of it.",
+    )
+    signing_key: Path | None = Field(
+        default=None,
+        description="This process's Ed25519 private key file (PEM); its name is the key id.",
+    )
+    key_registry: Path | None = Field(
+        default=None,
+        description="The public key registry; unset means PLANR_DATA_DIR/keys/registry.yaml.",
+    )
+    jib_db_url: str | None = Field(
+        default=None,
+        description="The JIB's store, separate from the others; unset means SQLite file "
+                    "jib.db in data_dir.")
+    jib_panels: Path = Field(
+        default=DEFAULT_PANELS_FILE,
+        description="The services whose consent a JIB proposal needs, per arrondissement.",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None

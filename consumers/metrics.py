@@ -1,4 +1,4 @@
-"""Metrics of the common database and the durable inboxes: ids and labels, never content."""
+"""Metrics of the common database, the durable inboxes and the JIB: labels, never content."""
 
 from __future__ import annotations
 
@@ -57,6 +57,33 @@ class StoreMetrics:
             "planr_outbox_sent",
             "Outbox messages acknowledged by the broker, by kind.",
             ["kind"],
+            registry=registry,
+        )
+        self._jib(registry)
+
+    def _jib(self, registry: CollectorRegistry) -> None:
+        self.jib_proposals = Counter(
+            "planr_jib_proposals",
+            "Proposals taken by the JIB's consensus process, by action.",
+            ["action"],
+            registry=registry,
+        )
+        self.jib_votes = Counter(
+            "planr_jib_votes",
+            "Votes taken by the JIB's consensus process: counted, or the refusal reason.",
+            ["status"],
+            registry=registry,
+        )
+        self.jib_decisions = Counter(
+            "planr_jib_decisions",
+            "Decisions of the JIB, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.jib_consultations = Counter(
+            "planr_jib_consultations",
+            "Consultations of the JIB, by verb and answer class.",
+            ["verb", "answer_class"],
             registry=registry,
         )
 

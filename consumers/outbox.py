@@ -4,6 +4,10 @@ Removal events, consultation audit records, OCAM requests and dead letters are w
 ``outbox`` table in the same transaction as the change that decided them, then produced
 (``acks=all``) and marked sent. A crash between the two resends them: at-least-once on the
 wire, with deterministic ids for the readers to deduplicate.
+
+The JIB's consensus process writes its decisions, its deliveries (one topic per party: the
+row's key is the recipient) and its audit records the same way. With a signer, each message
+is signed as it is sent, with the key of the process that sends it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from consumers.store.tables import outbox
 from planr.errors import DeliveryError
 from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
+from planr.signing import Signer, sign_headers
 from planr.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -28,6 +33,9 @@ REMOVAL_KIND = "removal"
 CONSULTATION_KIND = "consultation"
 OCAM_REQUEST_KIND = "ocam_request"
 DEAD_LETTER_KIND = "dead_letter"
+JIB_DECISION_KIND = "jib_decision"
+JIB_DELIVERY_KIND = "jib_delivery"  # the key is the recipient: its topic is the party's own
+JIB_AUDIT_KIND = "jib_audit"
 _FLUSH_ROWS = 1000
 
 
@@ -38,19 +46,31 @@ def outbox_row(
             "created_at": created_at, "sent": False}
 
 
-def topic_of(topics: Topics, kind: str) -> str:
+def topic_of(topics: Topics, kind: str, key: str = "") -> str:
+    if kind == JIB_DELIVERY_KIND:
+        return topics.jib_delivery(key)
     return {
         REMOVAL_KIND: topics.ftf_removals,
         CONSULTATION_KIND: topics.ftf_consultations,
         OCAM_REQUEST_KIND: topics.ftf_ocam_requests,
         DEAD_LETTER_KIND: topics.dead_letter,
+        JIB_DECISION_KIND: topics.jib_decisions,
+        JIB_AUDIT_KIND: topics.jib_audit,
     }[kind]
 
 
 class Outbox(Service):
     """Sends unsent outbox rows. ``start()``/``stop()`` or ``async with``."""
 
-    def __init__(self, *, conn: KafkaConnection, topics: Topics, metrics: StoreMetrics) -> None:
+    def __init__(
+        self,
+        *,
+        conn: KafkaConnection,
+        topics: Topics,
+        metrics: StoreMetrics,
+        signer: Signer | None = None,
+    ) -> None:
+        self._signer = signer
         self._topics = topics
         self._metrics = metrics
         self._conn = conn
@@ -78,11 +98,8 @@ class Outbox(Service):
                 )).all()
             if not rows:
                 return total
-            futures = [
-                await self._producer.send(topic_of(self._topics, r.kind), value=r.value,
-                                          key=r.message_key.encode())
-                for r in rows
-            ]
+            futures = [await self._send(topic_of(self._topics, r.kind, r.message_key), r.value,
+                                        r.message_key.encode()) for r in rows]
             try:
                 for fut in futures:
                     await fut
@@ -97,3 +114,7 @@ class Outbox(Service):
                 self._metrics.outbox_sent.labels(r.kind).inc()
             total += len(rows)
             log.debug("outbox.sent", count=len(rows))
+
+    async def _send(self, topic: str, value: bytes, key: bytes) -> Any:
+        headers = sign_headers(self._signer, topic, value) if self._signer is not None else None
+        return await self._producer.send(topic, value=value, key=key, headers=headers)

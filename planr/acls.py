@@ -15,7 +15,15 @@ else (Kafka denies whatever no ACL allows, once an authorizer is configured with
 * ``User:planr-projector``: read the common-database delivery topic; write removals, the
   consultation audit, OCAM requests and dead letters.
 * ``User:planr-inboxes``: read every TFL, WG and CSIL R delivery topic; write dead letters.
-* ``User:operator``: read dead letters and both audit topics, in groups ``operator.*``.
+* ``User:planr-jib``: the JIB's consensus process: read ``<p>.jib.submissions`` (no group: its
+  offsets live in its database) and write its ticks there; write the JIB's decisions, its
+  per-party delivery topics, its audit topic and dead letters.
+* The JIB's parties: each agency and each local taskforce writes ``<p>.jib.submissions`` (its
+  records are signed: the consensus process checks the author) and reads its own JIB delivery
+  topic (``<p>.jib.deliver.service.<agency>``, ``<p>.jib.deliver.tfl.<arrondissement>``),
+  in its groups (``agency-<id>.*``, ``tfl-<arrondissement>.*``).
+* ``User:operator``: read dead letters, the audit topics and the JIB's decisions, in groups
+  ``operator.*``.
 * ``User:planr-provisioner``: create (and describe) the bus's topics.
 
 Reading implies ``Describe`` and so does writing; both are granted explicitly anyway.
@@ -39,6 +47,7 @@ from itertools import groupby
 
 from planr.domain import Agency, Recipient, RecipientClass, all_recipients
 from planr.errors import UsageError
+from planr.parties import all_parties, is_tfl
 from planr.topics import Topics
 
 OPERATOR = "User:operator"
@@ -46,6 +55,7 @@ ROUTER = "User:planr-router"
 AGGREGATOR = "User:planr-aggregator"
 PROJECTOR = "User:planr-projector"
 INBOXES = "User:planr-inboxes"
+JIB = "User:planr-jib"
 PROVISIONER = "User:planr-provisioner"
 
 DEFAULT_ROUTER_GROUP = "planr-router"
@@ -161,11 +171,18 @@ def _services(topics: Topics, router_group: str, aggregator_group: str) -> list[
         *_read_topic(OPERATOR, topics.dead_letter),
         *_read_topic(OPERATOR, topics.audit),
         *_read_topic(OPERATOR, topics.ftf_consultations),
+        *_read_topic(OPERATOR, topics.jib_audit),
+        *_read_topic(OPERATOR, topics.jib_decisions),
+        *_read_topic(JIB, topics.jib_submissions),
+        *_write_topic(JIB, topics.jib_submissions),
+        *_write_topic(JIB, topics.jib_decisions),
+        *_write_topic(JIB, f"{topics.prefix}.jib.deliver.", pre),
+        *_write_topic(JIB, topics.jib_audit),
         *_group(OPERATOR, "operator.", pre),
         *_grant(PROVISIONER, ResourceType.TOPIC, f"{topics.prefix}.", pre,
                 Operation.CREATE, Operation.DESCRIBE),
     ]
-    for writer in (ROUTER, AGGREGATOR, PROJECTOR, INBOXES):
+    for writer in (ROUTER, AGGREGATOR, PROJECTOR, INBOXES, JIB):
         out += _write_topic(writer, topics.dead_letter)
     return out
 
@@ -196,7 +213,28 @@ def cluster_acls(
         principal = recipient_principal(r)
         entries += _read_topic(principal, topics.delivery(r))
         entries += _group(principal, recipient_group_prefix(r), PatternType.PREFIXED)
-    return sorted(set(entries))
+    chosen = None if recipients is None else {str(r) for r in recipients}
+    return sorted(set(entries + _jib_parties(topics, chosen)))
+
+
+def jib_principal(party: str) -> str:
+    """``User:agency-vsse`` for a service, ``User:tfl-brussel`` for a local taskforce."""
+    if is_tfl(party):
+        return recipient_principal(Recipient.parse(party))
+    return agency_principal(party)
+
+
+def _jib_parties(topics: Topics, chosen: set[str] | None) -> list[AclEntry]:
+    """Every agency, and the local taskforces among the ``chosen`` recipients (default all)."""
+    entries = []
+    for party in all_parties():
+        if is_tfl(party) and chosen is not None and party not in chosen:
+            continue
+        principal = jib_principal(party)
+        entries += _write_topic(principal, topics.jib_submissions)
+        entries += _read_topic(principal, topics.jib_delivery(party))
+        entries += _group(principal, principal.removeprefix("User:") + ".", PatternType.PREFIXED)
+    return entries
 
 
 def _resource_args(entry: AclEntry) -> list[str]:

@@ -11,6 +11,12 @@ Naming scheme (``<p>`` is the topic prefix, ``planr`` by default)::
     <p>.audit.routing              one RoutingDecision per (signal, candidate recipient)
     <p>.internal.ntf-facts         minimal facts the NTF aggregator counts
     <p>.deadletter                 records that could not be processed, with a reason
+    <p>.jib.submissions            JIB proposals, votes and clock ticks (one partition)
+    <p>.jib.decisions              every JIB decision (ids and labels)
+    <p>.jib.deliver.service.<agency>
+    <p>.jib.deliver.tfl.<arrondissement>
+                                   what the need-to-know policy routes to one JIB party
+    <p>.audit.jib                  JIB routing decisions, refused votes, consultations
 
 One topic per recipient lets broker ACLs isolate each recipient.
 """
@@ -27,6 +33,7 @@ from aiokafka.errors import KafkaError
 from planr.domain import Agency, Recipient, all_recipients
 from planr.errors import BrokerError, TopicError
 from planr.kafka import KafkaConnection, make_admin
+from planr.parties import TFL_PREFIX, all_parties, is_tfl, parse_party
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +91,33 @@ class Topics:
         """Consultations by services with indirect access, forwarded to OCAM."""
         return f"{self.prefix}.ftf.ocam-requests"
 
+    @property
+    def jib_submissions(self) -> str:
+        """The JIB's one input: proposals, votes and ticks, in one total order."""
+        return f"{self.prefix}.jib.submissions"
+
+    @property
+    def jib_decisions(self) -> str:
+        """Every decision of the JIB (ids and labels, no grounds)."""
+        return f"{self.prefix}.jib.decisions"
+
+    @property
+    def jib_audit(self) -> str:
+        """The JIB's routing decisions, refused votes and consultations."""
+        return f"{self.prefix}.audit.jib"
+
+    def jib_delivery(self, party: str) -> str:
+        """What the policy routes to one party: ``<p>.jib.deliver.service.vsse``,
+        ``<p>.jib.deliver.tfl.brussel``."""
+        party = parse_party(party)
+        if is_tfl(party):
+            return f"{self.prefix}.jib.deliver.tfl.{party.removeprefix(TFL_PREFIX)}"
+        return f"{self.prefix}.jib.deliver.service.{party}"
+
+    def all_jib(self) -> list[str]:
+        return [self.jib_submissions, self.jib_decisions, self.jib_audit,
+                *(self.jib_delivery(p) for p in all_parties())]
+
     def everything(self) -> list[str]:
         return [
             *self.all_ingress(),
@@ -94,6 +128,7 @@ class Topics:
             self.ftf_removals,
             self.ftf_consultations,
             self.ftf_ocam_requests,
+            *self.all_jib(),
         ]
 
 

@@ -45,6 +45,7 @@ from planr.domain import (
     WorkingGroup,
 )
 from planr.errors import PolicyError, UsageError
+from routing.jib import JibPolicy
 from routing.satisfiable import never_matching
 from routing.yamlmap import Loc, YamlError, line_of, load_with_lines
 from schemas import AVRO_DIR
@@ -173,6 +174,8 @@ class PolicyDocument(_Strict):
     working_groups: dict[WorkingGroup, Remit]
     views: dict[str, list[str] | Literal["aggregate"]]
     rules: list[Rule]
+    #: Who receives the Joint Information Box's proposals and decisions (routing/jib.py).
+    jib: JibPolicy | None = None
 
     def _class_errors(self) -> list[tuple[Loc, str]]:
         errors: list[tuple[Loc, str]] = []
@@ -212,6 +215,8 @@ class PolicyDocument(_Strict):
             elif rule.id in seen:
                 errors.append((("rules", i, "id"), f"rule id {rule.id!r} is used twice"))
             seen.add(rule.id)
+        if self.jib is not None:
+            errors.extend(self.jib.errors())
         return errors
 
 

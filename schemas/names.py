@@ -14,6 +14,13 @@ FTF_REMOVAL = "be.planr.FtfRemoval"
 FTF_CONSULTATION = "be.planr.FtfConsultation"
 OCAM_REQUEST = "be.planr.OcamRequest"
 
+JIB_PROPOSAL = "be.planr.JibProposal"
+JIB_VOTE = "be.planr.JibVote"
+JIB_TICK = "be.planr.JibTick"
+JIB_DECISION = "be.planr.JibDecision"
+JIB_DELIVERY = "be.planr.JibDelivery"
+JIB_AUDIT = "be.planr.JibAudit"
+
 VIEW_NAMESPACE = "be.planr.view"
 NTF_FACT = f"{VIEW_NAMESPACE}.NtfFact"
 NTF_AGGREGATE = f"{VIEW_NAMESPACE}.NtfAggregate"

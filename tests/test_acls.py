@@ -90,6 +90,19 @@ FACTS = "planr.internal.ntf-facts"
 REMOVALS = "planr.ftf.removals"
 CONSULTATIONS = "planr.audit.ftf-consultations"
 OCAM_REQUESTS = "planr.ftf.ocam-requests"
+JIB_IN = "planr.jib.submissions"
+JIB_DECISIONS = "planr.jib.decisions"
+JIB_AUDIT = "planr.audit.jib"
+
+
+def jib_delivery(party: str) -> str:
+    """A JIB party's own topic: ``planr.jib.deliver.service.vsse``, ``...tfl.brussel``."""
+    if party.startswith("tfl:"):
+        return f"planr.jib.deliver.tfl.{party[4:]}"
+    return f"planr.jib.deliver.service.{party}"
+
+
+JIB_DELIVERIES = {t for t in ALL_TOPICS if t.startswith("planr.jib.deliver.")}
 
 
 def recipient_name(r: Recipient) -> str:
@@ -105,7 +118,8 @@ SERVICES: dict[str, tuple[set[str], set[str]]] = {
     "User:planr-aggregator": ({FACTS}, {delivery("ntf"), DEAD}),
     "User:planr-projector": ({delivery("ftf-db")}, {REMOVALS, CONSULTATIONS, OCAM_REQUESTS, DEAD}),
     "User:planr-inboxes": (deliveries_of("tfl", "wg", "csilr"), {DEAD}),
-    "User:operator": ({DEAD, AUDIT, CONSULTATIONS}, set()),
+    "User:operator": ({DEAD, AUDIT, CONSULTATIONS, JIB_AUDIT, JIB_DECISIONS}, set()),
+    "User:planr-jib": ({JIB_IN}, {JIB_IN, JIB_DECISIONS, JIB_AUDIT, DEAD} | JIB_DELIVERIES),
     "User:planr-provisioner": (set(), set()),
 }
 
@@ -114,9 +128,13 @@ def expected_access() -> dict[str, tuple[set[str], set[str]]]:
     expected = dict(SERVICES)
     for a in Agency:
         reads = {OCAM_REQUESTS} if a is Agency.OCAM else set()
-        expected[f"User:agency-{a.value}"] = (reads, {f"planr.ingress.{a.value}"})
+        expected[f"User:agency-{a.value}"] = (reads | {jib_delivery(a.value)},
+                                              {f"planr.ingress.{a.value}", JIB_IN})
     for r in all_recipients():
-        if r.cls is not RecipientClass.FTF_DB:
+        if r.cls is RecipientClass.TFL:  # a local taskforce proposes to the JIB too
+            expected[f"User:{recipient_name(r)}"] = ({TOPICS.delivery(r), jib_delivery(str(r))},
+                                                     {JIB_IN})
+        elif r.cls is not RecipientClass.FTF_DB:
             expected[f"User:{recipient_name(r)}"] = ({TOPICS.delivery(r)}, set())
     return expected
 
@@ -126,7 +144,8 @@ EXPECTED = expected_access()
 
 def test_registry_has_the_topics_the_oracle_names():
     for name in (*INGRESS, DEAD, AUDIT, FACTS, REMOVALS, CONSULTATIONS, OCAM_REQUESTS,
-                 delivery("ntf"), delivery("ftf-db"), delivery("tfl", "brussel")):
+                 delivery("ntf"), delivery("ftf-db"), delivery("tfl", "brussel"), JIB_IN,
+                 JIB_DECISIONS, JIB_AUDIT, jib_delivery("vsse"), jib_delivery("tfl:brussel")):
         assert name in ALL_TOPICS
 
 
@@ -138,8 +157,24 @@ def test_every_principal_reads_and_writes_exactly_the_topics_of_its_job():
 
 
 @pytest.mark.parametrize("agency", list(Agency))
-def test_each_agency_writes_only_its_own_ingress_topic(agency):
-    assert topics_with(f"User:agency-{agency.value}", "Write") == {f"planr.ingress.{agency.value}"}
+def test_each_agency_writes_only_its_own_ingress_topic_and_the_jib_input(agency):
+    assert topics_with(f"User:agency-{agency.value}", "Write") == {
+        f"planr.ingress.{agency.value}", JIB_IN}
+
+
+def test_each_jib_party_reads_only_its_own_jib_delivery_topic():
+    parties = [a.value for a in Agency] + [str(r) for r in all_recipients()
+                                           if r.cls is RecipientClass.TFL]
+    assert len(parties) == 26
+    for party in parties:
+        name = party.replace(":", "-") if ":" in party else f"agency-{party}"
+        principal = f"User:{name}"
+        assert topics_with(principal, "Read") & JIB_DELIVERIES == {jib_delivery(party)}, party
+
+
+def test_the_jib_input_is_read_by_the_consensus_process_only():
+    readers = {p for p in BY_PRINCIPAL if allowed(p, "Read", "topic", JIB_IN)}
+    assert readers == {"User:planr-jib"}
 
 
 def test_no_recipient_reads_another_recipients_delivery_topic():
