@@ -121,11 +121,13 @@ def test_shipped_policy_sends_proposals_to_the_panel_and_the_outcome_to_the_prop
 
 
 def test_jib_forbid_overrides_permit_and_conditions_select():
-    text = DEFAULT_POLICY.read_text("utf-8") + (
-        "    - id: jib-no-removals-to-tfl\n      effect: forbid\n"
+    shipped = DEFAULT_POLICY.read_text("utf-8")
+    end = shipped.index("\nrules:")  # the JIB section comes before the signal rules
+    text = shipped[:end] + (
+        "\n    - id: jib-no-removals-to-tfl\n      effect: forbid\n"
         "      description: Removals are not sent to local taskforces.\n"
         "      messages: [decision]\n      recipients: [proposer]\n"
-        "      when: {action: [remove], proposer: [tfl]}\n")
+        "      when: {action: [remove], proposer: [tfl]}\n") + shipped[end:]
     r = _routing(text)
     out = {x.recipient: x for x in r.decide("decision", proposer="tfl:liege", panel=PANEL,
                                             action="remove", outcome="adopted")}
@@ -137,7 +139,7 @@ def test_jib_forbid_overrides_permit_and_conditions_select():
 
 def test_without_a_jib_section_nothing_is_routed():
     text = DEFAULT_POLICY.read_text("utf-8")
-    text = text[: text.index("\njib:")]
+    text = text[: text.index("\njib:")] + text[text.index("\nrules:"):]
     routes = _routing(text).decide("proposal", proposer="vsse", panel=PANEL, action="insert")
     assert routes
     assert not any(x.allowed for x in routes)
