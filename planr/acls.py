@@ -29,11 +29,11 @@ else (Kafka denies whatever no ACL allows, once an authorizer is configured with
 Reading implies ``Describe`` and so does writing; both are granted explicitly anyway.
 The router never writes the NTF's delivery topic (the NTF view is an aggregate: the router
 writes minimal facts, the aggregator writes the NTF's topic). The projector and the inbox
-service track their offsets in their database, so they use no consumer group. Prefixed
-patterns are used only where the prefix covers exactly the topics granted
-(``<p>.ingress.``, ``<p>.deliver.tfl.``, ``<p>.deliver.wg.``, ``<p>.deliver.csilr.``);
-recipient groups are prefixed with ``<name>.`` (a dot ends the name, so one recipient's
-prefix never covers another's groups).
+service (and the JIB's consensus process) track their offsets in their database, so they use
+no consumer group. Prefixed patterns are used only where the prefix covers exactly the topics
+granted (``<p>.ingress.``, ``<p>.deliver.tfl.``, ``<p>.deliver.wg.``, ``<p>.deliver.csilr.``,
+``<p>.jib.deliver.``); recipient groups are prefixed with ``<name>.`` (a dot ends the name, so
+one recipient's prefix never covers another's groups).
 """
 
 from __future__ import annotations

@@ -6,5 +6,6 @@ services of a local taskforce follow together, changed only by their consensus.
 - :mod:`consumers.jib.consensus`: the consensus process (proposals, votes and ticks in;
   decisions, deliveries and audit records out, through the outbox), with
   :mod:`consumers.jib.store` (its rows);
-- :mod:`consumers.jib.consult`: the read side (show, list, members), with no oracle.
+- :mod:`consumers.jib.consult`: the read side (show, list, members), with no oracle, and
+  :mod:`consumers.jib.render` (how answers are printed).
 """
