@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import structlog
 import typer
+from aiokafka.errors import KafkaError
 
 from cli.context import Context, fail, get, read_text
 from cli.services import UntilIdle, serve_store
@@ -144,6 +145,8 @@ def _submit(c: Context, owner: str, name: str, record: dict[str, Any]) -> None:
         asyncio.run(go())
     except PlanrError as exc:
         fail(f"not submitted: {exc}")
+    except (KafkaError, OSError) as exc:  # the broker's message may name hosts: the type only
+        fail(f"not submitted: broker unreachable or refused ({type(exc).__name__})")
 
 
 def _echo_record(record: dict[str, Any], as_json: bool, hidden: str) -> None:

@@ -63,7 +63,11 @@ class JibSubmitter(Service):
 
     async def _open(self) -> None:
         self._producer = make_producer(self._conn)
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
 
     async def _close(self) -> None:
         await self._producer.stop()
