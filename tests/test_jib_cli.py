@@ -7,8 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -18,7 +22,7 @@ from typer.testing import CliRunner, Result
 from cli import app
 from consumers.jib.panels import DEFAULT_PANELS_FILE, Panels
 from consumers.store import sqlite_url
-from consumers.store.tables import jib_consultations, metadata
+from consumers.store.tables import jib_consultations
 from planr.parties import JIB_OWNER
 from planr.topics import provision
 from scenarios.jib import SECRET_GROUNDS, jib_keys
@@ -27,6 +31,7 @@ pytestmark = pytest.mark.kafka
 
 PANEL = list(Panels.load(DEFAULT_PANELS_FILE).of("brussel"))
 OUTSIDER = "nccn"
+PLANR = str(Path(sys.executable).parent / "planr")
 
 
 class Jib:
@@ -166,23 +171,40 @@ def test_usage_errors_name_the_option_or_field_never_the_content(jib: Jib, tmp_p
     grounds = tmp_path / "g.txt"
     grounds.write_text(SECRET_GROUNDS, "utf-8")
     base = ("jib", "propose", "--action", "insert", "--grounds", str(grounds))
-    r = jib.run(*base, "--as", "tfl:atlantis", "--subject", "P-1", key="tfl:brussel")
-    assert (r.exit_code, "--as" in r.stderr) == (2, True)
-    r = jib.run(*base, "--as", "tfl:brussel", "--subject", "Jane Doe", key="tfl:brussel")
-    assert r.exit_code == 2
-    assert "subject_id" in r.stderr
-    assert "Jane Doe" not in r.stderr
-    r = jib.run(*base, "--as", "tfl:brussel", "--subject", "P-1", key="vsse")
-    assert (r.exit_code, "registered for vsse" in r.stderr) == (2, True)
-    r = jib.run(*base, "--as", "tfl:brussel", "--subject", "P-1")
-    assert (r.exit_code, "PLANR_SIGNING_KEY is not set" in r.stderr) == (2, True)
-    r = jib.run(*base, "--as", "vsse", "--subject", "P-1", key="vsse")
-    assert (r.exit_code, "--arrondissement" in r.stderr) == (2, True)
-    r = jib.run("jib", "vote", "not-a-uuid", "approve", "--as", "vsse", "--reason", "x",
-                key="vsse")
-    assert (r.exit_code, "proposal_id" in r.stderr) == (2, True)
-    r = jib.run("jib", "show", "P-1", "--as", "vsse")
-    assert (r.exit_code, "PROPOSAL" in r.stderr) == (2, True)
-    for result in (r,):
-        assert SECRET_GROUNDS not in result.stdout + result.stderr
-    assert metadata.tables["jib_consultations"] is jib_consultations
+    cases = [  # (arguments, signing key, what the error names)
+        ((*base, "--as", "tfl:atlantis", "--subject", "P-1"), "tfl:brussel", "--as"),
+        ((*base, "--as", "tfl:brussel", "--subject", "Jane Doe"), "tfl:brussel", "subject_id"),
+        ((*base, "--as", "tfl:brussel", "--subject", "P-1"), "vsse", "registered for vsse"),
+        ((*base, "--as", "tfl:brussel", "--subject", "P-1"), None,
+         "PLANR_SIGNING_KEY is not set"),
+        ((*base, "--as", "vsse", "--subject", "P-1"), "vsse", "--arrondissement"),
+        (("jib", "vote", "not-a-uuid", "approve", "--as", "vsse", "--reason", SECRET_GROUNDS),
+         "vsse", "proposal_id"),
+        (("jib", "vote", str(uuid.uuid4()), "approve", "--as", "tfl:brussel", "--reason", "x"),
+         "tfl:brussel", "service"),
+        (("jib", "show", "P-1", "--as", "vsse"), None, "PROPOSAL"),
+        (("jib", "list", "--as", "vsse", "--state", "pending"), None, "--state"),
+    ]
+    for args, key, named in cases:
+        r = jib.run(*args, key=key)
+        assert (r.exit_code, named in r.stderr) == (2, True), (args, r.stderr)
+        assert SECRET_GROUNDS not in r.stdout + r.stderr
+        assert "Jane Doe" not in r.stderr
+    # refused before anything was signed, sent or consulted: the store was never even opened
+    assert not (tmp_path / "data" / "jib.db").exists()
+
+@pytest.mark.timeout(300)
+def test_run_demo_summary_shows_jib_proposals_adopted_rejected_and_expired(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANR_")}
+    env.update({"PLANR_DEMO_SIGNALS": "50", "PLANR_DATA_DIR": str(tmp_path / "data")})
+    done = subprocess.run([PLANR, "run", "--demo"], env=env, capture_output=True, text=True,
+                          timeout=280, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "JIB (Joint Information Box)" in out
+    for label, count in (("proposals", 5), ("adopted", 3), ("rejected", 1), ("expired", 1),
+                         ("open", 0), ("votes refused", 3), ("members now", 1)):
+        assert re.search(rf"^\s+{label}\s+{count}$", out, re.MULTILINE), (label, out)
+    for reason in ("already_voted", "decided", "not_required"):
+        assert re.search(rf"^\s+{reason}\s+1$", out, re.MULTILINE), reason
+    assert SECRET_GROUNDS not in out + done.stderr

@@ -169,7 +169,7 @@ class JibConsensus(TrackedConsumer):
                            offset=rec.offset, content_hash=item.fingerprint)
         self._metrics.jib_proposals.labels(p.action).inc()
         log.debug("jib.proposal", proposal_id=pid, proposer=p.proposer,
-                 arrondissement=p.arrondissement, action=p.action)
+                  arrondissement=p.arrondissement, action=p.action)
         self._route(out, "proposal", p, rec.value, at=p.proposed_at)
         if decision is not None:
             self._decided(state, decision, out)
@@ -186,7 +186,7 @@ class JibConsensus(TrackedConsumer):
         self._metrics.jib_votes.labels(status).inc()
         if status != COUNTED:
             log.debug("jib.vote_refused", vote_id=vote["vote_id"],
-                     proposal_id=vote["proposal_id"], service=vote["service"], reason=status)
+                      proposal_id=vote["proposal_id"], service=vote["service"], reason=status)
             out.append(self._audit(
                 output_id("vote_refused", vote["vote_id"]), vote["cast_at"], "vote_refused",
                 party=vote["service"], p=p, outcome=status, detail=f"choice={vote['choice']}",
@@ -206,16 +206,14 @@ class JibConsensus(TrackedConsumer):
 
     def _decided(self, state: BatchState, d: Decision, out: list[dict[str, Any]]) -> None:
         p = d.proposal
-        assert p.outcome is not None
-        assert p.decided_at is not None
         state.add_decision(d)
         value = self._codec.encode(JIB_DECISION, d.record())
         out.append(outbox_row(d.decision_id, JIB_DECISION_KIND, p.proposal_id, value,
-                              p.decided_at))
-        self._route(out, "decision", p, value, at=p.decided_at, outcome=p.outcome)
+                              d.decided_at))
+        self._route(out, "decision", p, value, at=d.decided_at, outcome=d.outcome)
         self.decisions += 1
-        self._metrics.jib_decisions.labels(p.outcome).inc()
-        log.debug("jib.decision", proposal_id=p.proposal_id, outcome=p.outcome)
+        self._metrics.jib_decisions.labels(d.outcome).inc()
+        log.debug("jib.decision", proposal_id=p.proposal_id, outcome=d.outcome)
 
     def _route(self, out: list[dict[str, Any]], message: Message, p: Proposal, payload: bytes,
                *, at: datetime, outcome: str | None = None) -> None:

@@ -62,7 +62,11 @@ class Proposal:
 
 @dataclass(frozen=True)
 class Decision:
+    """The decision on ``proposal`` (which holds it too, with its votes)."""
+
     proposal: Proposal
+    outcome: str
+    decided_at: datetime
 
     @property
     def decision_id(self) -> str:
@@ -73,14 +77,14 @@ class Decision:
         p = self.proposal
         return {"decision_id": self.decision_id, "proposal_id": p.proposal_id,
                 "proposer": p.proposer, "arrondissement": p.arrondissement,
-                "subject_id": p.subject_id, "action": p.action, "outcome": p.outcome,
-                "decided_at": p.decided_at, "deciding_vote": p.deciding_vote,
+                "subject_id": p.subject_id, "action": p.action, "outcome": self.outcome,
+                "decided_at": self.decided_at, "deciding_vote": p.deciding_vote,
                 "approvals": list(p.approvals), "objections": list(p.objections)}
 
 
 def _decide(p: Proposal, outcome: str, at: datetime, vote_id: str | None) -> Decision:
     p.outcome, p.decided_at, p.deciding_vote = outcome, at, vote_id
-    return Decision(p)
+    return Decision(p, outcome, at)
 
 
 def open_proposal(

@@ -152,12 +152,12 @@ class BatchState:
         row = d.record()
         row["approvals"], row["objections"] = csv(p.approvals), csv(p.objections)
         self._decisions.append(row)
-        if p.outcome != "adopted":
+        if d.outcome != "adopted":
             return
         key = (p.subject_id, p.arrondissement)
         self._members[key] = None if p.action == "remove" else {
             "subject_id": p.subject_id, "arrondissement": p.arrondissement,
-            "since": p.decided_at, "proposal_id": p.proposal_id, "proposer": p.proposer,
+            "since": d.decided_at, "proposal_id": p.proposal_id, "proposer": p.proposer,
             "panel": csv(p.panel)}
 
     async def save(self, messages: Sequence[dict[str, Any]]) -> None:
