@@ -145,8 +145,9 @@ async def test_consensus_adopts_rejects_expires_and_refuses_votes_with_reasons(
                 members = (await c.execute(select(jib_members))).mappings().all()
                 proposals = (await c.execute(select(jib_proposals))).mappings().all()
         dead = await _records(conn, topics.dead_letter)
-        outputs = {t: await _records(conn, t) for t in topics.all_jib()
-                   if t != topics.jib_submissions}
+        wanted = [topics.jib_decisions, topics.jib_audit,
+                  *(topics.jib_delivery(p) for p in [*PANEL, OUTSIDER, "tfl:brussel", "tfl:liege"])]
+        outputs = {t: await _records(conn, t) for t in wanted}
     finally:
         structlog.configure(**saved)
 
