@@ -17,7 +17,6 @@ from aiokafka import ConsumerRecord
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.identity import content_fingerprint
 from consumers.metrics import StoreMetrics
 from consumers.outbox import Outbox
 from consumers.store import Database
@@ -25,6 +24,7 @@ from consumers.store.tables import inbox_deliveries, outbox
 from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient, RecipientClass, all_recipients
 from planr.errors import PlanrError
+from planr.identity import content_fingerprint
 from planr.kafka import KafkaConnection
 from planr.loop import Batch
 from planr.topics import Topics

@@ -19,11 +19,11 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.identity import CONFLICT, same_event
 from consumers.metrics import StoreMetrics
 from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
 from consumers.store import Database
 from planr.errors import PlanrError
+from planr.identity import CONFLICT, same_event
 from planr.kafka import KafkaConnection, make_consumer
 from planr.loop import Batch, ConsumeLoop
 from schemas.codec import Codec

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumers.ftf.fiche import Fiche, apply
 from consumers.ftf.governance import AccessConfig
 from consumers.ftf.queries import count_overdue
-from consumers.identity import content_fingerprint
 from consumers.metrics import StoreMetrics
 from consumers.outbox import REMOVAL_KIND, Outbox, outbox_row
 from consumers.store import Database
@@ -37,6 +36,7 @@ from consumers.store.tables import (
 from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient, RecipientClass
 from planr.errors import PlanrError
+from planr.identity import content_fingerprint
 from planr.kafka import KafkaConnection
 from planr.loop import Batch
 from planr.topics import Topics

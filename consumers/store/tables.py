@@ -102,7 +102,7 @@ applied_events = Table(
     Column("agency", String(16), nullable=False),
     Column("subject_id", String(64), nullable=False),
     Column("outcome", String(32), nullable=False),  # applied | feed_denied
-    # the content fingerprint (consumers.identity): same id + other content is a conflict
+    # the content fingerprint (planr.identity): same id + other content is a conflict
     Column("content_hash", String(64)),
 )
 
@@ -181,7 +181,7 @@ inbox_deliveries = Table(
     Column("payload", LargeBinary, nullable=False),  # the view record, Avro as delivered
     Column("topic_partition", Integer, nullable=False),
     Column("topic_offset", BigInteger, nullable=False),
-    Column("content_hash", String(64)),  # of the payload (consumers.identity)
+    Column("content_hash", String(64)),  # of the payload (planr.identity)
 )
 Index(
     "ix_inbox_recipient_position",
