@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
 from consumers.ftf.projector import Projector, load_fiches
-from consumers.inboxes import InboxService, read_stored
+from consumers.inbox_rows import read_stored
+from consumers.inboxes import InboxService
 from consumers.metrics import StoreMetrics
 from consumers.store import Database
 from consumers.store.tables import applied_events, inbox_deliveries, outbox

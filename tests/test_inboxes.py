@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumers.inboxes import InboxService, read_stored
+from consumers.inbox_rows import read_stored
+from consumers.inboxes import InboxService
 from consumers.metrics import StoreMetrics
 from consumers.store import Database, sqlite_url
 from planr.domain import Agency, Recipient, RecipientClass

@@ -178,10 +178,14 @@ inbox_deliveries = Table(
     Column("policy_version", String(64), nullable=False),
     Column("routed_at", UtcDateTime, nullable=False),
     Column("view", String(32), nullable=False),
-    Column("payload", LargeBinary, nullable=False),  # the view record, Avro as delivered
-    Column("topic_partition", Integer, nullable=False),
+    # the view record, Avro as delivered; NULL once retracted (the payload is gone)
+    Column("payload", LargeBinary, nullable=True),
+    Column("topic_partition", Integer, nullable=False),  # of the latest record applied
     Column("topic_offset", BigInteger, nullable=False),
     Column("content_hash", String(64)),  # of the payload (planr.identity)
+    Column("version", Integer, nullable=False, server_default="1"),  # of the signal
+    Column("retracted_at", UtcDateTime),
+    Column("retraction_reason", String(32)),
 )
 Index(
     "ix_inbox_recipient_position",

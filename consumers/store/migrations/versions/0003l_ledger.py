@@ -1,4 +1,5 @@
-"""The router's ledger: event states, holdings, and the log of its consultations.
+"""A signal's life: the router's ledger (event states, holdings, the log of its
+consultations), and versions and retractions in the inboxes.
 
 Revision ID: 0003l
 Revises: 0002
@@ -52,9 +53,19 @@ def upgrade() -> None:
         sa.Column("rows", sa.Integer, nullable=False),
         sa.Column("consulted_at", _TS, nullable=False),
     )
+    with op.batch_alter_table("inbox_deliveries") as batch:
+        batch.alter_column("payload", existing_type=sa.LargeBinary, nullable=True)
+        batch.add_column(sa.Column("version", sa.Integer, nullable=False, server_default="1"))
+        batch.add_column(sa.Column("retracted_at", _TS))
+        batch.add_column(sa.Column("retraction_reason", sa.String(32)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("inbox_deliveries") as batch:
+        batch.drop_column("retraction_reason")
+        batch.drop_column("retracted_at")
+        batch.drop_column("version")
+        batch.alter_column("payload", existing_type=sa.LargeBinary, nullable=False)
     op.drop_table("ledger_consultations")
     op.drop_table("ledger_holdings")
     op.drop_index("ix_ledger_events_subject_id", "ledger_events")
