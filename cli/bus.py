@@ -110,6 +110,9 @@ def publish(
 def _show(item: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(item, ensure_ascii=False))
+    elif item.get("retracted"):  # the payload is gone: ids, time and reason only
+        typer.echo(f"{item['delivery_id']}  {item['event_id']}  retracted "
+                   f"({item['reason']}) at {item['retracted_at']}")
     elif "delivery_id" in item:
         typer.echo(f"{item['delivery_id']}  {item['event_id']}  {item['rule']:<22} "
                    f"{item['payload'].get('occurred_at', '')}")
