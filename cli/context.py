@@ -20,7 +20,7 @@ from planr.telemetry import serve_metrics
 from planr.topics import Topics
 
 T = TypeVar("T")
-Store = Literal["ftf", "inboxes"]
+Store = Literal["ftf", "inboxes", "ledger"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Context:
         """The common database (``ftf``) or the inboxes' store (``inboxes``): separate
         databases, so that access to one grants nothing of the other."""
         s = self.settings
-        url = s.ftf_db_url if store == "ftf" else s.inbox_db_url
+        url = {"ftf": s.ftf_db_url, "inboxes": s.inbox_db_url, "ledger": s.ledger_db_url}[store]
         return Database(url or sqlite_url(s.data_dir, f"{store}.db"))
 
     def access_config(self) -> AccessConfig:

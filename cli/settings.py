@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     ftf_db_url: str | None = Field(
         default=None,
         description="The common database's store; unset means SQLite file ftf.db in data_dir.")
+    ledger_db_url: str | None = Field(
+        default=None,
+        description="The router's ledger (who received what); unset means SQLite file "
+                    "ledger.db in data_dir.")
     inbox_db_url: str | None = Field(
         default=None,
         description="The durable inboxes' store, separate from the common database; unset "
