@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from consumers.ledger import StoreLedger
+from consumers.store import Database, sqlite_url
 from planr.broker import EmbeddedBroker
 from planr.kafka import KafkaConnection
 from planr.telemetry import Metrics
@@ -35,15 +40,19 @@ async def run(n: int = 20_000) -> dict[str, float]:
                                  metrics=metrics) as pub:
                 await pub.publish_many(batch)
         publish_s = time.perf_counter() - t0
+        tmp = Path(tempfile.mkdtemp(prefix="planr-bench-"))
+        db = Database(sqlite_url(tmp, "ledger.db"))
         router = Router(conn=conn, topics=topics, engine=setup.engine, views=setup.views,
-                        codec=setup.codec, metrics=metrics, group_id="bench")
-        async with router:
+                        codec=setup.codec, metrics=metrics, group_id="bench",
+                        ledger=StoreLedger(db))
+        async with db, router:
             while not router._consumer.assignment():
                 await router._consumer.getmany(timeout_ms=100)
             # the join's first poll may have returned records: they are routed below
             t1 = time.perf_counter()
             stats = await router.run(until_idle=1.0)
             route_s = time.perf_counter() - t1 - 1.0
+        shutil.rmtree(tmp, ignore_errors=True)
         outputs = stats.audits + sum(stats.deliveries.values())
         return {
             "signals": float(stats.signals),

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from cli.context import Context, Store, fail, get
+from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
 from consumers.store import Database, sqlite_url
 from consumers.supervisor import StoreServices, start_store_services
@@ -151,7 +152,8 @@ async def _demo(c: Context, setup: RoutingSetup, n: int,
         typer.echo(f"topics: {len(await provision(conn, topics))} created", err=True)
         router = await stack.enter_async_context(Router(
             conn=conn, topics=topics, engine=setup.engine, views=setup.views,
-            codec=setup.codec, metrics=metrics))
+            codec=setup.codec, metrics=metrics,
+            ledger=StoreLedger(await _store(c, stack, "ledger"))))
         aggregator = await stack.enter_async_context(Aggregator(
             conn=conn, topics=topics, codec=setup.codec, metrics=metrics, interval=1.0))
         drain_on_signals(router)

@@ -10,6 +10,7 @@ import typer
 
 from cli.context import Context, fail, get, run_async
 from consumers.inboxes import INBOX_CLASSES, InboxService
+from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
 from consumers.outbox import Outbox
 from consumers.store import Database
@@ -55,13 +56,16 @@ def route(
     c.serve_metrics()
 
     async def go() -> None:
-        async with Router(conn=conn, topics=c.topics, engine=setup.engine, views=setup.views,
-                          codec=setup.codec, metrics=default_metrics(), group_id=group) as r:
+        async with c.database("ledger") as db, Router(
+                conn=conn, topics=c.topics, engine=setup.engine, views=setup.views,
+                codec=setup.codec, metrics=default_metrics(), group_id=group,
+                ledger=StoreLedger(db)) as r:
             drain_on_signals(r)
             stats = await r.run(until_idle=until_idle)
         typer.echo(
             f"routed: {stats.signals} signals, {sum(stats.deliveries.values())} deliveries, "
             f"{sum(stats.denials.values())} denials, "
+            f"{sum(stats.retractions.values())} retractions, "
             f"{sum(stats.dead_letters.values())} dead letters",
             err=True,
         )

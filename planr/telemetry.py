@@ -66,6 +66,13 @@ class Metrics:
             ["recipient_class", "outcome"],
             registry=registry,
         )
+        self.retractions = Counter(
+            "planr_retractions",
+            "Retractions sent to recipients, by reason (withdrawn, not_entitled, "
+            "removed_from_database).",
+            ["reason"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "planr_dead_letters",
             "Records sent to the dead-letter topic, by reason.",

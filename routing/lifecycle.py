@@ -19,10 +19,11 @@ Nothing here does I/O: the router loads the states of a batch's events, asks, an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from planr.domain import Classification, Handling, Tlp, tlp_from_avro
 
@@ -103,6 +104,16 @@ class EventState:
 
     def holders(self) -> list[Holding]:
         return [h for h in self.holdings.values() if h.active]
+
+
+class Ledger(Protocol):
+    """Where the router keeps its events' states (``consumers.ledger.StoreLedger``)."""
+
+    async def load(self, event_ids: Iterable[str]) -> dict[str, EventState]: ...
+
+    async def save(self, states: Sequence[EventState], at: datetime) -> None: ...
+
+    async def subject_events(self, subject_id: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from planr.domain import Agency, Recipient, RecipientClass
-from routing.router import delivery_id
+from routing.outputs import delivery_id
 from routing.setup import RoutingSetup
 from schemas.codec import Codec
 from schemas.models import SignalIn
@@ -60,7 +60,7 @@ def routed_delivery(
     record: dict[str, Any] = s.to_avro(s.agency, published_at or s.occurred_at)
     version = setup.engine.version
     value: bytes = setup.codec.encode(DELIVERY, {
-        "delivery_id": delivery_id(record["event_id"], recipient, version),
+        "delivery_id": delivery_id(record["event_id"], recipient),
         "event_id": record["event_id"], "recipient": str(recipient), "rule": rule,
         "rules": [rule], "policy_version": version, "routed_at": record["published_at"],
         "view": view, "payload": setup.views.render(view, record),

@@ -7,12 +7,14 @@ own topic prefix (hence its own topics) and its own consumer group ids.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from consumers.ledger import StoreLedger
+from consumers.store import Database, sqlite_url
 from planr.broker import EmbeddedBroker
 from planr.kafka import KafkaConnection
 from planr.telemetry import Metrics
@@ -74,3 +76,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if unmarked:
         raise pytest.UsageError("tests use the broker without the kafka marker: "
                                 + ", ".join(unmarked))
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[StoreLedger]:
+    """The router's ledger, in a fresh SQLite store of this test."""
+    async with Database(sqlite_url(tmp_path / "ledger", "ledger.db")) as db:
+        yield StoreLedger(db)

@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 from prometheus_client import generate_latest
 
 from consumers.inbox import read_inbox
+from consumers.ledger import StoreLedger
 from consumers.reader import read_topic
 from planr.domain import Agency, Recipient, RecipientClass, all_recipients
 from planr.kafka import KafkaConnection, make_consumer
@@ -68,9 +69,10 @@ def _scenario() -> list[tuple[Agency, SignalIn]]:
 
 
 async def _route(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, metrics: Metrics,
-                 group_id: str, ntf_signals: int) -> None:
+                 group_id: str, ntf_signals: int, ledger: StoreLedger) -> None:
     router = Router(conn=conn, topics=topics, engine=setup.engine, views=setup.views,
-                    codec=setup.codec, metrics=metrics, group_id=group_id)
+                    codec=setup.codec, metrics=metrics, group_id=group_id,
+                    ledger=ledger)
     aggregator = Aggregator(conn=conn, topics=topics, codec=setup.codec, metrics=metrics,
                             group_id=f"{group_id}-ntf", interval=0.5)
     async with router, aggregator:
@@ -143,7 +145,7 @@ async def _read_topics(conn: KafkaConnection, names: list[str]) -> dict[str, lis
 @pytest.mark.timeout(180)
 async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_offline(
     conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics, codec: Codec,
-    routing_setup: RoutingSetup, capsys: pytest.CaptureFixture[str],
+    routing_setup: RoutingSetup, capsys: pytest.CaptureFixture[str], ledger: StoreLedger,
 ):
     signals = _scenario()
     offline = Offline(routing_setup, signals)
@@ -154,7 +156,7 @@ async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_of
     try:
         await provision(conn, topics)  # every topic: ~0.2 s on the embedded broker
         await publish_all(conn, topics, codec, metrics, signals)
-        await _route(conn, topics, routing_setup, metrics, group_id, offline.ntf_signals)
+        await _route(conn, topics, routing_setup, metrics, group_id, offline.ntf_signals, ledger)
         inboxes = await _read_deliveries(conn, topics, codec)
         raw_audit = [rec.value async for rec in read_topic(conn, topics.audit)]
         raw_facts = [rec.value async for rec in read_topic(conn, topics.ntf_facts)]

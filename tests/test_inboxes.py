@@ -19,7 +19,7 @@ from consumers.metrics import StoreMetrics
 from consumers.store import Database, sqlite_url
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.topics import provision
-from routing.router import delivery_id
+from routing.outputs import delivery_id
 from scenarios.builders import numbered_signal as signal
 from schemas.names import DELIVERY
 from tests.test_projector_kill import produce
@@ -34,7 +34,7 @@ def delivery(setup, n: int, recipient: Recipient, view: str) -> bytes:
     s = signal(n, agency=Agency.POLLOC)
     rec = s.to_avro(Agency.POLLOC, s.occurred_at)
     value: bytes = setup.codec.encode(DELIVERY, {
-        "delivery_id": delivery_id(rec["event_id"], recipient, setup.engine.version),
+        "delivery_id": delivery_id(rec["event_id"], recipient),
         "event_id": rec["event_id"], "recipient": str(recipient), "rule": "r",
         "rules": ["r"], "policy_version": setup.engine.version,
         "routed_at": rec["published_at"], "view": view,

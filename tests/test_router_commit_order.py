@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
+from consumers.ledger import StoreLedger
 from planr.domain import Agency
 from planr.errors import DeliveryError
 from planr.kafka import KafkaConnection
@@ -67,9 +68,9 @@ class RecordingConsumer:
 
 
 def _router(topics: Topics, setup: RoutingSetup, codec: Codec, metrics: Metrics,
-            producer: StandInProducer) -> tuple[Router, RecordingConsumer]:
+            producer: StandInProducer, ledger: StoreLedger) -> tuple[Router, RecordingConsumer]:
     router = Router(conn=KafkaConnection("127.0.0.1:9"), topics=topics, engine=setup.engine,
-                    views=setup.views, codec=codec, metrics=metrics)
+                    views=setup.views, codec=codec, metrics=metrics, ledger=ledger)
     consumer = RecordingConsumer(producer)
     router._producer = producer  # stand-ins: a unit test of the commit rule
     router._consumer = consumer
@@ -85,7 +86,12 @@ def _batch(topics: Topics, codec: Codec) -> dict[TopicPartition, list[ConsumerRe
 
 
 async def _settle(producer: StandInProducer, error: Exception | None) -> None:
-    # The router produced the whole batch before its first real wait (on the acks).
+    # The router reads its ledger first (a real wait), then produces the whole batch before
+    # its next real wait (on the acks): settle them once they exist.
+    for _ in range(3000):
+        if producer.futures:
+            break
+        await asyncio.sleep(0.01)
     assert producer.futures, "the router waits for acknowledgements of produced batches"
     for f in producer.futures:
         if error is None:
@@ -95,10 +101,11 @@ async def _settle(producer: StandInProducer, error: Exception | None) -> None:
 
 
 async def test_offsets_are_committed_only_after_every_output_is_acknowledged(
-    topics: Topics, routing_setup: RoutingSetup, codec: Codec, metrics: Metrics
+    topics: Topics, routing_setup: RoutingSetup, codec: Codec, metrics: Metrics,
+    ledger: StoreLedger,
 ):
     producer = StandInProducer()
-    router, consumer = _router(topics, routing_setup, codec, metrics, producer)
+    router, consumer = _router(topics, routing_setup, codec, metrics, producer, ledger)
     batch = _batch(topics, codec)
     await asyncio.gather(router.process(batch), _settle(producer, None))
     assert consumer.commits == [{TopicPartition(topics.ingress(Agency.VSSE), 0): 9}]
@@ -106,10 +113,11 @@ async def test_offsets_are_committed_only_after_every_output_is_acknowledged(
 
 
 async def test_a_failed_acknowledgement_commits_nothing(
-    topics: Topics, routing_setup: RoutingSetup, codec: Codec, metrics: Metrics
+    topics: Topics, routing_setup: RoutingSetup, codec: Codec, metrics: Metrics,
+    ledger: StoreLedger,
 ):
     producer = StandInProducer()
-    router, consumer = _router(topics, routing_setup, codec, metrics, producer)
+    router, consumer = _router(topics, routing_setup, codec, metrics, producer, ledger)
     with pytest.raises(DeliveryError) as info:
         await asyncio.gather(router.process(_batch(topics, codec)),
                              _settle(producer, ConnectionError("broker gone")))

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from consumers.ledger import StoreLedger
 from consumers.reader import read_topic
 from planr import territory
 from planr.domain import Agency, Classification, Recipient, RecipientClass
@@ -65,7 +66,7 @@ def _expected_tfl(signals: list[tuple[Agency, SignalIn]]) -> dict[str, set[str]]
 
 async def test_each_tfl_receives_exactly_its_signals_and_every_decision_is_audited(
     conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics,
-    codec: Codec, routing_setup: RoutingSetup,
+    codec: Codec, routing_setup: RoutingSetup, ledger: StoreLedger,
 ):
     await provision(conn, topics)
     signals = _scenario()
@@ -83,7 +84,8 @@ async def test_each_tfl_receives_exactly_its_signals_and_every_decision_is_audit
     await publish_all(conn, topics, codec, metrics, signals[40:])  # routing must go on
 
     router = Router(conn=conn, topics=topics, engine=routing_setup.engine,
-                    views=routing_setup.views, codec=codec, metrics=metrics, group_id=group_id)
+                    views=routing_setup.views, codec=codec, metrics=metrics, group_id=group_id,
+                    ledger=ledger)
     async with router:
         stats = await router.run(until_idle=2.0)
     assert stats.signals == len(signals)
@@ -146,7 +148,7 @@ async def test_each_tfl_receives_exactly_its_signals_and_every_decision_is_audit
 
 async def test_restarted_router_resumes_after_committed_offsets(
     conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics,
-    codec: Codec, routing_setup: RoutingSetup,
+    codec: Codec, routing_setup: RoutingSetup, ledger: StoreLedger,
 ):
     await provision(conn, topics, [*topics.all_ingress(), topics.audit, topics.dead_letter,
                                    topics.ntf_facts,
@@ -158,7 +160,7 @@ async def test_restarted_router_resumes_after_committed_offsets(
     def router() -> Router:
         return Router(conn=conn, topics=topics, engine=routing_setup.engine,
                       views=routing_setup.views, codec=codec, metrics=metrics,
-                      group_id=group_id)
+                      group_id=group_id, ledger=ledger)
 
     await publish_all(conn, topics, codec, metrics, first)
     async with router() as r:
