@@ -24,6 +24,7 @@ from planr.topics import provision
 from producers.lines import parse_signal_lines
 from producers.publisher import Publisher
 from schemas.codec import Codec
+from schemas.validation import check_event_id, check_subject_id
 
 topics_app = typer.Typer(help="Kafka topics of the bus.", no_args_is_help=True)
 
@@ -32,6 +33,7 @@ def register(app: typer.Typer) -> None:
     app.command("broker")(broker)
     app.add_typer(topics_app, name="topics")
     app.command("publish")(publish)
+    app.command("withdraw")(withdraw)
     app.command("inbox")(inbox)
 
 
@@ -105,6 +107,35 @@ def publish(
         typer.echo(f"error: {len(errors)} invalid line(s) not published; "
                    f"{len(ids)} published", err=True)
         raise typer.Exit(1)
+
+
+def withdraw(
+    ctx: typer.Context,
+    event_id: Annotated[str, typer.Argument(help="The event to withdraw (a UUID).")],
+    agency: Annotated[Agency, typer.Option(envvar="PLANR_AGENCY", help="The owning service.")],
+    subject: Annotated[str, typer.Option(help="The event's subject id (the record key).")],
+    version: Annotated[int, typer.Option(min=1, help="The latest version published.")] = 1,
+) -> None:
+    """Withdraw a signal: every recipient that holds it gets a retraction."""
+    c = get(ctx)
+    for name, check, value in (("EVENT_ID", check_event_id, event_id),
+                               ("--subject", check_subject_id, subject)):
+        try:
+            check(value)
+        except ValueError as exc:
+            fail(f"{name}: {exc}", code=2)
+    conn = c.connection()
+
+    async def go() -> None:
+        async with Publisher(conn=conn, agency=agency, topics=c.topics, codec=Codec(),
+                             metrics=default_metrics()) as pub:
+            await pub.withdraw(event_id, subject_id=subject, version=version)
+
+    try:
+        run_async(go())
+    except PlanrError as exc:
+        fail(f"withdrawal failed: {exc}")
+    typer.echo(event_id)
 
 
 def _show(item: dict[str, Any], as_json: bool) -> None:

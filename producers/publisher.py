@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from planr.telemetry import Metrics
 from planr.topics import Topics
 from schemas.codec import Codec
 from schemas.models import SignalIn
-from schemas.names import SIGNAL
+from schemas.names import SIGNAL, WITHDRAWAL
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +70,17 @@ class Publisher(Service):
         await (await self._enqueue(signal))
         self._metrics.signals_published.labels(self.agency.value).inc()
         return str(signal.event_id)
+
+    async def withdraw(self, event_id: str, *, subject_id: str, version: int) -> None:
+        """Withdraw one of this agency's signals (every holder gets a retraction); waits for
+        the acknowledgement. ``version`` is the latest version published."""
+        record = {"event_id": str(uuid.UUID(event_id)), "agency": self.agency.value,
+                  "subject_id": subject_id, "version": version,
+                  "withdrawn_at": datetime.now(UTC)}
+        value = self._codec.encode(WITHDRAWAL, record)
+        await (await self._producer.send(self._topic, value=value, key=subject_id.encode()))
+        log.info("publisher.withdrawn", agency=self.agency.value, event_id=record["event_id"],
+                 version=version)
 
     async def publish_many(self, signals: Iterable[SignalIn]) -> list[str]:
         """Publish many signals, pipelined; returns once every one is acknowledged."""
