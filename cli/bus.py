@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.context import fail, get, read_text, run_async
+from cli.services import routing_setup
 from consumers.inbox import read_inbox
 from consumers.inboxes import INBOX_CLASSES, InboxService, follow_inbox
 from consumers.metrics import default_store_metrics
@@ -21,8 +22,9 @@ from planr.domain import Agency, Recipient
 from planr.errors import PlanrError, UsageError
 from planr.telemetry import default_metrics
 from planr.topics import provision
-from producers.lines import parse_signal_lines
+from producers.lines import parse_numbered_signal_lines
 from producers.publisher import Publisher
+from routing.explain import hold_back_lost_ocam_decisions
 from schemas.codec import Codec
 from schemas.validation import check_event_id, check_subject_id
 
@@ -86,7 +88,11 @@ def publish(
     """Publish JSON-line signals; prints one event id per published line."""
     c = get(ctx)
     conn = c.connection()
-    good, errors = parse_signal_lines(read_text(source).splitlines(), agency)
+    numbered, errors = parse_numbered_signal_lines(read_text(source).splitlines(), agency)
+    # OCAM's decisions that the policy would deny to the common database: reported, held back
+    good, refused = hold_back_lost_ocam_decisions(numbered, agency,
+                                                  lambda: routing_setup(c).engine)
+    errors += refused
 
     async def go() -> list[str]:
         async with Publisher(conn=conn, agency=agency, topics=c.topics, codec=Codec(),
