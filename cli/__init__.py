@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from cli import bus, demo, ftf, policy, security, services
+from cli import asyncapi, bus, demo, ftf, policy, security, services
 from cli.context import Context
 from cli.settings import Settings
 from planr.telemetry import configure_logging
@@ -68,6 +68,7 @@ demo.register(app)
 policy.register(app)
 security.register(app)
 ftf.register(app)
+asyncapi.register(app)
 
 
 def main() -> None:
