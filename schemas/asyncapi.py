@@ -3,9 +3,11 @@ the broker ACLs (``planr asyncapi``; committed as docs/asyncapi.yaml).
 
 * Channels: one per topic family (``Topics``): a single topic, or one topic per agency or
   per recipient, whose address then has a parameter listing every value.
-* Messages: the Avro record of each channel, by reference to its ``.avsc`` file (schema
-  format ``application/vnd.apache.avro+json;version=1.9.0``); deliveries name the view their
-  payload holds; superseded schemas a reader still accepts are listed with their message.
+* Messages: the Avro records of each channel (a signal or a withdrawal on an ingress topic, a
+  delivery or a retraction on a router's delivery topic, one record elsewhere), by reference
+  to their ``.avsc`` files (schema format ``application/vnd.apache.avro+json;version=1.9.0``);
+  deliveries name the view their payload holds; superseded schemas a reader still accepts are
+  listed with their message.
 * Operations: who publishes (``send``) and who subscribes (``receive``) on each channel, read
   from :func:`planr.acls.cluster_acls`, so that the document says what the brokers enforce.
   A principal of one agency or recipient is written with the channel's parameter
@@ -24,13 +26,12 @@ from typing import Any
 
 import yaml
 
-from planr import territory
 from planr.acls import AclEntry, Operation, PatternType, ResourceType, cluster_acls
-from planr.domain import Agency, Recipient, RecipientClass, WorkingGroup
 from planr.kafka import SASL_MECHANISMS
 from planr.signing import HEADER_KEY_ID, HEADER_SIGNATURE
 from planr.topics import Topics, partitions_for
 from schemas import AVRO_DIR, names
+from schemas.channels import Family, families
 
 AVRO_FORMAT = "application/vnd.apache.avro+json;version=1.9.0"
 CONTENT_TYPE = "application/octet-stream"
@@ -42,79 +43,10 @@ _PARAMETER_DOCS = {
     "group": "The working group.",
     "refnis": "The municipality of the CSIL R (REFNIS code).",
 }
+#: Keys of the records that share a topic with another (the first record's key is the family's).
+_KEYS = {names.RETRACTION: "event id"}
 _SECURITY_TYPES = {"SCRAM-SHA-256": "scramSha256", "SCRAM-SHA-512": "scramSha512",
                    "PLAIN": "plain"}
-
-
-@dataclass(frozen=True)
-class Family:
-    """Topics of one kind: a single topic (``parameter`` None) or one per value."""
-
-    channel: str
-    title: str
-    address: str  # with ``{parameter}`` where the value goes
-    record: str  # full name of the Avro record on it
-    key: str  # what the record key is
-    parameter: str | None = None
-    values: tuple[str, ...] = ()
-    view: str | None = None  # the view record a delivery's payload holds
-    signed_by: str | None = None  # who signs its records (planr/signing.py), if anyone
-
-    def topics(self) -> list[str]:
-        if self.parameter is None:
-            return [self.address]
-        return [self.address.replace(f"{{{self.parameter}}}", v) for v in self.values]
-
-    def value_of(self, topic: str) -> str | None:
-        """The parameter value of one of this family's topics; '' for a single topic."""
-        if self.parameter is None:
-            return "" if topic == self.address else None
-        head, tail = self.address.split(f"{{{self.parameter}}}")
-        if topic.startswith(head) and topic.endswith(tail):
-            value = topic[len(head) : len(topic) - len(tail)]
-            return value if value in self.values else None
-        return None
-
-
-def families(topics: Topics) -> list[Family]:
-    """Every topic family of the bus, in the order of ``Topics.everything()``."""
-    p = topics.prefix
-
-    def delivery(cls: RecipientClass, param: str, values: tuple[str, ...], title: str) -> Family:
-        return Family(f"deliver-{cls.value}", title, f"{p}.deliver.{cls.value}.{{{param}}}",
-                      names.DELIVERY, "event id", param, values,
-                      names.view_schema_name(cls.value), "the router")
-
-    ftf_db = Recipient(RecipientClass.FTF_DB)
-    return [
-        Family("ingress", "Signals published by one service", f"{p}.ingress.{{agency}}",
-               names.SIGNAL, "subject id", "agency", tuple(a.value for a in Agency),
-               signed_by="the publishing agency"),
-        delivery(RecipientClass.TFL, "arrondissement", territory.arrondissement_ids(),
-                 "Deliveries to one local taskforce (TFL)"),
-        delivery(RecipientClass.WG, "group", tuple(w.value for w in WorkingGroup),
-                 "Deliveries to one working group"),
-        delivery(RecipientClass.CSILR, "refnis", territory.municipality_ids(),
-                 "Deliveries to one municipal CSIL R (REFNIS code)"),
-        Family("deliver-ftf-db", "Deliveries to the common database's projector",
-               topics.delivery(ftf_db), names.DELIVERY, "event id",
-               view=names.view_schema_name("ftf_db"), signed_by="the router"),
-        Family("deliver-ntf", "Aggregates for the National Taskforce",
-               topics.delivery(Recipient(RecipientClass.NTF)), names.NTF_AGGREGATE,
-               "period|arrondissement"),
-        Family("audit-routing", "Every need-to-know decision, allow and deny", topics.audit,
-               names.ROUTING_DECISION, "event id"),
-        Family("internal-ntf-facts", "Minimal facts the NTF aggregator counts",
-               topics.ntf_facts, names.NTF_FACT, "event id"),
-        Family("deadletter", "Records that could not be processed", topics.dead_letter,
-               names.DEAD_LETTER, "the original key, or the source topic"),
-        Family("ftf-removals", "Subjects OCAM removed from the common database",
-               topics.ftf_removals, names.FTF_REMOVAL, "subject id"),
-        Family("audit-ftf-consultations", "Every consultation of the common database",
-               topics.ftf_consultations, names.FTF_CONSULTATION, "consulting service"),
-        Family("ftf-ocam-requests", "Consultations forwarded to OCAM",
-               topics.ftf_ocam_requests, names.OCAM_REQUEST, "consulting service"),
-    ]
 
 
 # ---- schemas ---------------------------------------------------------------------------------
@@ -157,22 +89,34 @@ def _current(files: list[SchemaFile], record: str) -> SchemaFile:
     return found[0]
 
 
-def _message(family: Family, files: list[SchemaFile]) -> dict[str, Any]:
-    current = _current(files, family.record)
+def short_name(record: str) -> str:
+    return record.rsplit(".", 1)[-1]
+
+
+def message_id(family: Family, record: str) -> str:
+    """The key of a record's message under components.messages."""
+    return f"{family.channel}.{short_name(record)}"
+
+
+def _message(family: Family, record: str, files: list[SchemaFile]) -> dict[str, Any]:
+    current = _current(files, record)
+    main = record == family.record
     message: dict[str, Any] = {
-        "name": family.record.rsplit(".", 1)[-1],
-        "title": family.title,
+        "name": short_name(record),
+        "title": family.title if main else f"{short_name(record)} ({family.title.lower()})",
         "summary": current.doc,
         "contentType": CONTENT_TYPE,
         "payload": _ref("components", "schemas", current.component),
-        "bindings": {"kafka": {"key": {"type": "string", "description": family.key},
-                               "bindingVersion": KAFKA_BINDING}},
     }
+    key = family.key if main else _KEYS.get(record)
+    if key is not None:
+        message["bindings"] = {"kafka": {"key": {"type": "string", "description": key},
+                                         "bindingVersion": KAFKA_BINDING}}
     if family.signed_by is not None:
         message["headers"] = _ref("components", "schemas", "signatureHeaders")
         message["x-signed-by"] = family.signed_by
-    readable = [f for f in files if f.superseded and f.record == family.record]
-    if family.view is not None:
+    readable = [f for f in files if f.superseded and f.record == record]
+    if main and family.view is not None:
         view = _current(files, family.view)
         message["x-payload-view"] = _ref("components", "schemas", view.component)
         readable += [f for f in files if f.superseded and f.record == family.view]
@@ -273,7 +217,8 @@ def _operation(access: Access, family: Family, entries: list[AclEntry]) -> dict[
         "channel": _ref("channels", family.channel),
         "summary": f"{access.principal} {verb} {scope}.",
         "x-principal": access.principal,
-        "messages": [_ref("channels", family.channel, "messages", "record")],
+        "messages": [_ref("channels", family.channel, "messages", short_name(r).lower())
+                     for r in family.records],
     }
     if access.action == "receive":
         sample = access.principal
@@ -297,7 +242,9 @@ def _channel(family: Family, topics: Topics) -> dict[str, Any]:
     channel: dict[str, Any] = {
         "address": family.address,
         "title": family.title,
-        "messages": {"record": _ref("components", "messages", family.channel)},
+        "messages": {short_name(r).lower(): _ref("components", "messages",
+                                                 message_id(family, r))
+                     for r in family.records},
         "bindings": {"kafka": {"partitions": partitions_for(topics, family.topics()[0]),
                                "bindingVersion": KAFKA_BINDING}},
     }
@@ -350,7 +297,8 @@ def document(topics: Topics, *, avro_ref: str = "../schemas/avro",
         "components": {
             "schemas": {"signatureHeaders": _signature_headers(),
                         **_schema_components(files, avro_ref)},
-            "messages": {f.channel: _message(f, files) for f in fams},
+            "messages": {message_id(f, r): _message(f, r, files)
+                         for f in fams for r in f.records},
             "securitySchemes": mechanisms,
         },
     }

@@ -135,7 +135,8 @@ def test_each_channel_carries_the_record_the_topic_table_names(doc):
         address = documented.replace("<p>", "planr").replace("<REFNIS>", "{refnis}")
         address = re.sub(r"<(\w+)>", r"{\1}", address)
         channel = next(c for c in doc["channels"].values() if c["address"] == address)
-        message = messages[channel["messages"]["record"]["$ref"].rsplit("/", 1)[-1]]
+        first = next(iter(channel["messages"].values()))
+        message = messages[first["$ref"].rsplit("/", 1)[-1]]
         holds = re.findall(r"`(\w+)`", cells[3])
         assert message["name"] == holds[0], documented
         if len(holds) > 1:  # a Delivery with a view payload
@@ -192,6 +193,18 @@ def test_who_publishes_and_subscribes_where_as_the_design_says(doc):
     assert "User:operator" in who("receive", "deadletter")
     assert who("send", "deadletter") == {"User:planr-router", "User:planr-aggregator",
                                          "User:planr-projector", "User:planr-inboxes"}
+
+
+def test_ingress_and_router_delivery_channels_also_carry_withdrawals_and_retractions(doc):
+    def carried(channel: str) -> list[str]:
+        refs = doc["channels"][channel]["messages"].values()
+        return [doc["components"]["messages"][r["$ref"].rsplit("/", 1)[-1]]["name"]
+                for r in refs]
+
+    assert carried("ingress") == ["Signal", "Withdrawal"]
+    for channel in ("deliver-tfl", "deliver-wg", "deliver-csilr", "deliver-ftf-db"):
+        assert carried(channel) == ["Delivery", "Retraction"]
+    assert carried("deliver-ntf") == ["NtfAggregate"]
 
 
 def test_every_channel_has_a_publisher(doc):
