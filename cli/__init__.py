@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from cli import bus, demo, ftf, ledger, policy, security, services
+from cli import asyncapi, bus, demo, ftf, ledger, policy, security, services
 from cli.context import Context
 from cli.settings import Settings
 from planr.telemetry import configure_logging
@@ -69,6 +69,7 @@ policy.register(app)
 security.register(app)
 ledger.register(app)
 ftf.register(app)
+asyncapi.register(app)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from planr.broker import EmbeddedBroker
 from planr.domain import Agency, Recipient
 from planr.errors import PlanrError, UsageError
 from planr.telemetry import default_metrics
-from planr.topics import provision
+from planr.topics import check_replication, provision
 from producers.lines import parse_numbered_signal_lines
 from producers.publisher import Publisher
 from routing.explain import hold_back_lost_ocam_decisions
@@ -70,10 +70,17 @@ def topics_provision(ctx: typer.Context) -> None:
     # a one-shot command: its own error line says what failed; the client's retries are noise
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     c = get(ctx)
+    s = c.settings
+    try:
+        check_replication(s.replication_factor, s.min_insync_replicas)
+    except UsageError as exc:
+        fail(f"settings PLANR_REPLICATION_FACTOR / PLANR_MIN_INSYNC_REPLICAS: {exc}", code=2)
     conn = c.connection()
     names = c.topics.everything()
     try:
-        created = run_async(provision(conn, c.topics, names))
+        created = run_async(provision(conn, c.topics, names,
+                                      replication_factor=s.replication_factor,
+                                      min_insync_replicas=s.min_insync_replicas))
     except PlanrError as exc:
         fail(str(exc))
     typer.echo(f"topics: {len(names)} wanted, {len(created)} created, "

@@ -53,6 +53,7 @@ class Context:
                 ssl_keyfile=s.ssl_keyfile,
                 ssl_key_password=s.ssl_key_password,
                 ssl_check_hostname=s.ssl_check_hostname,
+                idempotence=s.idempotence,
             )
         except UsageError as exc:  # inconsistent security settings: names the field
             fail(str(exc), code=2)

@@ -61,3 +61,12 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = Field(default=None, description="Client private key (PEM).")
     ssl_key_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of each topic `planr topics provision` creates.")
+    min_insync_replicas: int = Field(
+        default=1, ge=1,
+        description="min.insync.replicas of each topic created; at most replication_factor.")
+    idempotence: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Idempotent producers: auto enables them when the broker grants a producer "
+                    "id (Apache Kafka), not on Tansu.")

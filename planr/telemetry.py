@@ -102,6 +102,35 @@ class Metrics:
             "Aggregate records emitted to the National Taskforce.",
             registry=registry,
         )
+        self._declare_runtime(registry)
+
+    def _declare_runtime(self, registry: CollectorRegistry) -> None:
+        """Denials by rule and the state of the running services."""
+        self.denials = Counter(
+            "planr_routing_denials",
+            "Deny decisions, by recipient class and deciding rule of the policy.",
+            ["recipient_class", "rule"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "planr_consumer_lag_records",
+            "Records not yet consumed (high watermark minus position), by consumer group "
+            "(or store consumer), topic and partition.",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.broker_connected = Gauge(
+            "planr_broker_connected",
+            "1 while the service's Kafka clients reach the brokers, 0 otherwise.",
+            ["service"],
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "planr_build_info",
+            "The planr-bus version and the policy version in force (value 1).",
+            ["version", "policy_version"],
+            registry=registry,
+        )
 
 
 @cache
