@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from cli import bus, demo, ftf, policy, services
+from cli import bus, demo, ftf, keys, policy, services
 from cli.context import Context
 from cli.settings import Settings
 from planr.telemetry import configure_logging
@@ -67,6 +67,7 @@ services.register(app)
 demo.register(app)
 policy.register(app)
 ftf.register(app)
+keys.register(app)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.context import fail, get, read_text, run_async
+from cli.context import Context, fail, get, read_text, run_async
 from consumers.inbox import read_inbox
 from consumers.inboxes import INBOX_CLASSES, InboxService, follow_inbox
 from consumers.metrics import default_store_metrics
@@ -19,6 +19,7 @@ from consumers.store import Database
 from planr.broker import EmbeddedBroker
 from planr.domain import Agency, Recipient
 from planr.errors import PlanrError, UsageError
+from planr.signing import KeyRegistry, Signer
 from planr.telemetry import default_metrics
 from planr.topics import provision
 from producers.lines import parse_signal_lines
@@ -77,14 +78,16 @@ def publish(
     source: Annotated[str, typer.Argument(metavar="FILE|-", help="JSON lines, or - for stdin.")],
     agency: Annotated[Agency, typer.Option(envvar="PLANR_AGENCY", help="Publishing service.")],
 ) -> None:
-    """Publish JSON-line signals; prints one event id per published line."""
+    """Publish JSON-line signals, signed with the agency's key (PLANR_SIGNING_KEY); prints
+    one event id per published line."""
     c = get(ctx)
     conn = c.connection()
+    signer = _agency_signer(c, agency)
     good, errors = parse_signal_lines(read_text(source).splitlines(), agency)
 
     async def go() -> list[str]:
         async with Publisher(conn=conn, agency=agency, topics=c.topics, codec=Codec(),
-                             metrics=default_metrics()) as pub:
+                             metrics=default_metrics(), signer=signer) as pub:
             return await pub.publish_many(good)
 
     ids: list[str] = []
@@ -101,6 +104,13 @@ def publish(
         typer.echo(f"error: {len(errors)} invalid line(s) not published; "
                    f"{len(ids)} published", err=True)
         raise typer.Exit(1)
+
+
+def _agency_signer(c: Context, agency: Agency) -> Signer:
+    """The agency's key; checked against the registry when this machine has one (an agency
+    need not: the router checks every signature anyway)."""
+    registry = c.key_registry() if c.key_registry_path.is_file() else None
+    return c.signer(agency.value, registry)
 
 
 def _show(item: dict[str, Any], as_json: bool) -> None:
@@ -136,14 +146,16 @@ def inbox(
             n += 1
         return n
 
-    async def stored(db: Database) -> int:
+    async def stored(db: Database, registry: KeyRegistry) -> int:
         async with InboxService(conn=conn, db=db, topics=c.topics, codec=Codec(),
-                                metrics=default_store_metrics(), recipients=[r]) as service:
+                                metrics=default_store_metrics(), registry=registry,
+                                recipients=[r]) as service:
             return await printed(follow_inbox(service, db, Codec(), r, live=live))
 
     try:
         if r.cls in INBOX_CLASSES:
-            n = c.with_db(stored)
+            registry = c.key_registry()
+            n = c.with_db(lambda db: stored(db, registry))
         else:
             n = run_async(printed(read_inbox(conn, c.topics, Codec(), r)))
     except KeyboardInterrupt:

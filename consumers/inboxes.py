@@ -1,9 +1,11 @@
 """Durable inboxes of the TFL, WG and CSIL R recipients.
 
 The inbox service consumes the recipients' delivery topics and stores every delivery in the
-database, deduplicated by delivery id, with the input offsets in the same transaction. The
-payload is kept as delivered (the view record in Avro) and decoded when read, so old
-deliveries stay readable as the view schemas evolve.
+database, deduplicated by delivery id, with the input offsets in the same transaction. Only
+deliveries signed by a ``router`` key are considered (:mod:`consumers.tracked`), and only
+those whose payload decodes with its view schema are stored: anything else is dead-lettered,
+so a stored inbox always reads back. The payload is kept as delivered (the view record in
+Avro) and decoded again when read, so old deliveries stay readable as the view schemas evolve.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from planr.domain import Recipient, RecipientClass, all_recipients
 from planr.errors import PlanrError
 from planr.kafka import KafkaConnection
 from planr.loop import Batch
+from planr.signing import KeyRegistry
 from planr.topics import Topics
 from schemas.codec import Codec
 from schemas.names import DELIVERY, view_schema_name
@@ -51,7 +54,8 @@ def jsonable(value: Any) -> Any:
 
 
 class InboxService(TrackedConsumer):
-    """Store the deliveries of ``recipients`` (default: every inbox recipient)."""
+    """Store the deliveries of ``recipients`` (default: every inbox recipient) that are signed
+    by a ``router`` key of ``registry``."""
 
     def __init__(
         self,
@@ -61,6 +65,7 @@ class InboxService(TrackedConsumer):
         topics: Topics,
         codec: Codec,
         metrics: StoreMetrics,
+        registry: KeyRegistry,
         recipients: Iterable[Recipient] | None = None,
         outbox: Outbox | None = None,
         max_batch: int = 2000,
@@ -71,7 +76,8 @@ class InboxService(TrackedConsumer):
                 raise PlanrError(f"{r} has no durable inbox")
         self._by_topic = {topics.delivery(r): r for r in chosen}
         super().__init__(name=INBOXES, conn=conn, db=db, codec=codec, metrics=metrics,
-                         topics=list(self._by_topic), outbox=outbox, max_batch=max_batch)
+                         topics=list(self._by_topic), registry=registry, outbox=outbox,
+                         max_batch=max_batch)
         self.stored = 0
 
     async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
@@ -82,6 +88,7 @@ class InboxService(TrackedConsumer):
             for rec in records:
                 try:
                     env = self._codec.decode(rec.value, DELIVERY)
+                    self._codec.decode(env["payload"], view_schema_name(env["view"]))
                 except PlanrError as exc:
                     self.dead_letter(dead, rec, exc.reason, str(exc))
                     continue

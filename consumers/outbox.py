@@ -4,6 +4,9 @@ Removal events, consultation audit records, OCAM requests and dead letters are w
 ``outbox`` table in the same transaction as the change that decided them, then produced
 (``acks=all``) and marked sent. A crash between the two resends them: at-least-once on the
 wire, with deterministic ids for the readers to deduplicate.
+
+With a signer, each message is signed as it is sent, with the key of the process that sends
+it (the projector's, the inbox service's, or a consultation's ``projector`` key).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from consumers.store.tables import outbox
 from planr.errors import DeliveryError
 from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
+from planr.signing import Signer, sign_headers
 from planr.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -50,7 +54,15 @@ def topic_of(topics: Topics, kind: str) -> str:
 class Outbox(Service):
     """Sends unsent outbox rows. ``start()``/``stop()`` or ``async with``."""
 
-    def __init__(self, *, conn: KafkaConnection, topics: Topics, metrics: StoreMetrics) -> None:
+    def __init__(
+        self,
+        *,
+        conn: KafkaConnection,
+        topics: Topics,
+        metrics: StoreMetrics,
+        signer: Signer | None = None,
+    ) -> None:
+        self._signer = signer
         self._topics = topics
         self._metrics = metrics
         self._conn = conn
@@ -78,11 +90,8 @@ class Outbox(Service):
                 )).all()
             if not rows:
                 return total
-            futures = [
-                await self._producer.send(topic_of(self._topics, r.kind), value=r.value,
-                                          key=r.message_key.encode())
-                for r in rows
-            ]
+            futures = [await self._send(topic_of(self._topics, r.kind), r.value,
+                                        r.message_key.encode()) for r in rows]
             try:
                 for fut in futures:
                     await fut
@@ -97,3 +106,7 @@ class Outbox(Service):
                 self._metrics.outbox_sent.labels(r.kind).inc()
             total += len(rows)
             log.debug("outbox.sent", count=len(rows))
+
+    async def _send(self, topic: str, value: bytes, key: bytes) -> Any:
+        headers = sign_headers(self._signer, topic, value) if self._signer is not None else None
+        return await self._producer.send(topic, value=value, key=key, headers=headers)

@@ -15,6 +15,7 @@ from consumers.outbox import Outbox
 from consumers.store import Database
 from consumers.tracked import TrackedConsumer
 from planr.kafka import KafkaConnection
+from planr.signing import KeyRegistry, Signer
 from planr.topics import Topics
 from schemas.codec import Codec
 
@@ -52,16 +53,21 @@ async def start_store_services(
     codec: Codec,
     access: AccessConfig,
     metrics: StoreMetrics,
+    registry: KeyRegistry,
+    projector_signer: Signer,
+    inboxes_signer: Signer,
 ) -> StoreServices:
-    """Start the projector and every inbox consumer, each with its outbox, on ``stack`` (which
-    stops them in reverse order)."""
+    """Start the projector and every inbox consumer, each with its outbox (signing with the
+    service's own key), on ``stack`` (which stops them in reverse order)."""
     services: list[TrackedConsumer] = []
-    outbox = await stack.enter_async_context(Outbox(conn=conn, topics=topics, metrics=metrics))
+    outbox = await stack.enter_async_context(
+        Outbox(conn=conn, topics=topics, metrics=metrics, signer=projector_signer))
     services.append(await stack.enter_async_context(
         Projector(conn=conn, db=db, topics=topics, codec=codec, access=access, metrics=metrics,
-                  outbox=outbox)))
-    outbox = await stack.enter_async_context(Outbox(conn=conn, topics=topics, metrics=metrics))
+                  registry=registry, outbox=outbox)))
+    outbox = await stack.enter_async_context(
+        Outbox(conn=conn, topics=topics, metrics=metrics, signer=inboxes_signer))
     services.append(await stack.enter_async_context(
         InboxService(conn=conn, db=db, topics=topics, codec=codec, metrics=metrics,
-                     outbox=outbox)))
+                     registry=registry, outbox=outbox)))
     return StoreServices(services)

@@ -1,9 +1,11 @@
 """The routing consumer: ingress topics in, deliveries + audit + dead letters out.
 
-For each batch of ingress records the router decodes, checks authenticity (the agency a
-signal claims must own the ingress topic it arrived on), decides every candidate recipient,
-produces every delivery and audit record, waits until the broker has acknowledged all of them,
-and only then commits the batch's offsets (at-least-once). Delivery ids are deterministic, so
+For each batch of ingress records the router checks authenticity first (the record must be
+signed by a registered, valid key of the agency that owns the ingress topic; see
+:mod:`planr.signing`), then decodes (the agency a signal claims must own that topic too),
+decides every candidate recipient, produces every delivery and audit record, each signed with
+the router's own key, waits until the broker has acknowledged all of them, and only then
+commits the batch's offsets (at-least-once). Delivery ids are deterministic, so
 downstream sinks deduplicate a replayed batch (effectively-once in every projection).
 
 A record that cannot be processed goes to the dead-letter topic with a reason; the router
@@ -24,9 +26,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from planr.batching import BatchSender
 from planr.domain import Recipient
-from planr.errors import InvalidSignalError, PlanrError
+from planr.errors import InvalidSignalError, PlanrError, UsageError
 from planr.kafka import KafkaConnection, make_consumer, make_producer
 from planr.loop import Batch, ConsumeLoop
+from planr.signing import ROUTER, KeyRegistry, SignatureError, Signer, verify_record
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing.engine import Engine, Facts, agency_label
@@ -58,7 +61,12 @@ class RouterStats:
 
 
 class Router(ConsumeLoop):
-    """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``."""
+    """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``.
+
+    ``registry`` holds the public keys ingress records are checked against; ``signer`` is the
+    router's own key (owner ``router``, registered and valid now, else UsageError), which
+    signs every record the router produces.
+    """
 
     def __init__(
         self,
@@ -69,10 +77,18 @@ class Router(ConsumeLoop):
         views: Views,
         codec: Codec,
         metrics: Metrics,
+        registry: KeyRegistry,
+        signer: Signer,
         group_id: str = "planr-router",
         ingress: Iterable[str] | None = None,
         max_batch: int = 2000,
     ) -> None:
+        if signer.owner != ROUTER:
+            raise UsageError(f"signer: key {signer.key_id} belongs to {signer.owner}, "
+                             f"not to the {ROUTER}")
+        registry.check_signer(signer, at=datetime.now(UTC))
+        self._registry = registry
+        self._signer = signer
         self._topics = topics
         self._engine = engine
         self._views = views
@@ -127,8 +143,10 @@ class Router(ConsumeLoop):
 
     async def _handle(self, batch: Batch) -> None:
         """Decide and produce every output of the batch; return once all are acknowledged."""
-        out = BatchSender(self._producer)
+        out = BatchSender(self._producer, signer=self._signer)
         published: list[datetime] = []
+        # The batch's wall-clock time, not the record timestamps: those are set by the
+        # producer and not covered by the signature, so they cannot extend a key's validity.
         now = datetime.now(UTC)
         for records in batch.values():
             for rec in records:
@@ -148,9 +166,31 @@ class Router(ConsumeLoop):
         self.stats.batches += 1
         self._metrics.batch_size.observe(count)
 
+    async def _authentic(self, rec: ConsumerRecord, now: datetime, out: BatchSender) -> bool:
+        """Whether ``rec`` is signed by the agency owning its ingress topic; if not, it is
+        dead-lettered (``unauthenticated``, the sub-reason and key id) and never decoded."""
+        expected = self._topics.agency_of_ingress(rec.topic)
+        if expected is None:
+            await self._dead_letter(rec, "agency_mismatch", "not an ingress topic", out)
+            return False
+        if rec.value is None:
+            await self._dead_letter(rec, "undecodable", "record has no value (tombstone)", out)
+            return False
+        try:
+            verify_record(self._registry, rec.topic, rec.value, rec.headers, at=now,
+                          expected_owner=expected.value)
+        except SignatureError as exc:
+            log.warning("router.unauthenticated", topic=rec.topic, partition=rec.partition,
+                        offset=rec.offset, detail_reason=exc.detail_reason, key_id=exc.key_id)
+            await self._dead_letter(rec, exc.reason, exc.detail, out)
+            return False
+        return True
+
     async def _route_record(
         self, rec: ConsumerRecord, now: datetime, out: BatchSender
     ) -> datetime | None:
+        if not await self._authentic(rec, now, out):
+            return None
         try:
             signal = self._codec.decode(rec.value, SIGNAL)
             expected = self._topics.agency_of_ingress(rec.topic)
