@@ -11,7 +11,7 @@ import typer
 from cli.context import Context, fail, get, run_async
 from consumers.inboxes import INBOX_CLASSES, InboxService
 from consumers.metrics import default_store_metrics
-from consumers.outbox import Outbox
+from consumers.outbox import DEAD_LETTER_KIND, Outbox
 from consumers.store import Database
 from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient
@@ -146,7 +146,8 @@ def inboxes(
     metrics = default_store_metrics()
 
     async def work(db: Database) -> None:
-        outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics, signer=signer)
+        outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics, signer=signer,
+                        kinds=[DEAD_LETTER_KIND])
         service = InboxService(conn=conn, db=db, topics=c.topics, codec=Codec(),
                                metrics=metrics, registry=registry, recipients=chosen,
                                outbox=outbox)

@@ -11,7 +11,7 @@ from consumers.ftf.governance import AccessConfig
 from consumers.ftf.projector import Projector
 from consumers.inboxes import InboxService
 from consumers.metrics import StoreMetrics
-from consumers.outbox import Outbox
+from consumers.outbox import DEAD_LETTER_KIND, Outbox
 from consumers.store import Database
 from consumers.tracked import TrackedConsumer
 from planr.kafka import KafkaConnection
@@ -66,7 +66,8 @@ async def start_store_services(
         Projector(conn=conn, db=db, topics=topics, codec=codec, access=access, metrics=metrics,
                   registry=registry, outbox=outbox)))
     outbox = await stack.enter_async_context(
-        Outbox(conn=conn, topics=topics, metrics=metrics, signer=inboxes_signer))
+        Outbox(conn=conn, topics=topics, metrics=metrics, signer=inboxes_signer,
+               kinds=[DEAD_LETTER_KIND]))
     services.append(await stack.enter_async_context(
         InboxService(conn=conn, db=db, topics=topics, codec=codec, metrics=metrics,
                      registry=registry, outbox=outbox)))

@@ -22,7 +22,7 @@ from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
 from consumers.ftf.projector import Projector, load_fiches
 from consumers.inboxes import InboxService, read_stored
 from consumers.metrics import StoreMetrics
-from consumers.outbox import Outbox
+from consumers.outbox import DEAD_LETTER_KIND, REMOVAL_KIND, Outbox, outbox_row
 from consumers.reader import read_topic
 from consumers.store import Database, sqlite_url
 from consumers.store.tables import outbox
@@ -31,6 +31,7 @@ from planr.kafka import KafkaConnection, make_producer
 from planr.keyfiles import KeyEntry, generate_key
 from planr.signing import (
     AGGREGATOR,
+    INBOXES,
     PROJECTOR,
     ROUTER,
     KeyRegistry,
@@ -294,3 +295,31 @@ async def test_aggregator_counts_only_router_signed_facts(
         assert verify_record(keys.registry, rec.topic, rec.value, rec.headers, at=at,
                              expected_owner=AGGREGATOR) == AGGREGATOR
 
+
+
+async def test_inbox_outbox_sends_only_dead_letters_so_removals_carry_the_projector_key(
+    conn: KafkaConnection, topics: Topics, keys: KeyRing, tmp_path: Path,
+):
+    await provision(conn, topics, [topics.dead_letter, topics.ftf_removals])
+    now = datetime.now(UTC)
+    rows = [outbox_row("m-removal", REMOVAL_KIND, "P-1", b"removal-bytes", now),
+            outbox_row("m-dead", DEAD_LETTER_KIND, "t", b"dead-bytes", now)]
+    metrics = StoreMetrics(CollectorRegistry())
+    async with Database(sqlite_url(tmp_path)) as db:
+        async with db.transaction() as c:
+            await c.execute(db.insert_ignore(outbox), rows)
+        async with Outbox(conn=conn, topics=topics, metrics=metrics, signer=keys.signer(INBOXES),
+                          kinds=[DEAD_LETTER_KIND]) as inbox_outbox:
+            assert await inbox_outbox.flush(db) == 1
+        assert [r async for r in read_topic(conn, topics.ftf_removals)] == []
+        async with Outbox(conn=conn, topics=topics, metrics=metrics,
+                          signer=keys.signer(PROJECTOR)) as projector_outbox:
+            assert await projector_outbox.flush(db) == 1
+    at = datetime.now(UTC)
+    [removal] = [r async for r in read_topic(conn, topics.ftf_removals)]
+    [dead] = [r async for r in read_topic(conn, topics.dead_letter)]
+    assert (removal.value, dead.value) == (b"removal-bytes", b"dead-bytes")
+    assert verify_record(keys.registry, removal.topic, removal.value, removal.headers, at=at,
+                         expected_owner=PROJECTOR) == PROJECTOR
+    assert verify_record(keys.registry, dead.topic, dead.value, dead.headers, at=at,
+                         expected_owner=INBOXES) == INBOXES
