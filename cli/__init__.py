@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from cli import asyncapi, bus, demo, ftf, ledger, policy, security, services
+from cli import asyncapi, bus, demo, ftf, keys, ledger, policy, security, services
 from cli.context import Context
 from cli.settings import Settings
 from planr.telemetry import configure_logging
@@ -70,6 +70,7 @@ security.register(app)
 ledger.register(app)
 ftf.register(app)
 asyncapi.register(app)
+keys.register(app)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.context import fail, get, read_text, run_async
+from cli.context import Context, fail, get, read_text, run_async
 from cli.services import routing_setup
 from consumers.inbox import read_inbox
 from consumers.inboxes import INBOX_CLASSES, InboxService, follow_inbox
@@ -20,6 +20,7 @@ from consumers.store import Database
 from planr.broker import EmbeddedBroker
 from planr.domain import Agency, Recipient
 from planr.errors import PlanrError, UsageError
+from planr.signing import KeyRegistry, Signer
 from planr.telemetry import default_metrics
 from planr.topics import check_replication, provision
 from producers.lines import parse_numbered_signal_lines
@@ -92,9 +93,11 @@ def publish(
     source: Annotated[str, typer.Argument(metavar="FILE|-", help="JSON lines, or - for stdin.")],
     agency: Annotated[Agency, typer.Option(envvar="PLANR_AGENCY", help="Publishing service.")],
 ) -> None:
-    """Publish JSON-line signals; prints one event id per published line."""
+    """Publish JSON-line signals, signed with the agency's key (PLANR_SIGNING_KEY); prints
+    one event id per published line."""
     c = get(ctx)
     conn = c.connection()
+    signer = _agency_signer(c, agency)
     numbered, errors = parse_numbered_signal_lines(read_text(source).splitlines(), agency)
     # OCAM's decisions that the policy would deny to the common database: reported, held back
     good, refused = hold_back_lost_ocam_decisions(numbered, agency,
@@ -103,7 +106,7 @@ def publish(
 
     async def go() -> list[str]:
         async with Publisher(conn=conn, agency=agency, topics=c.topics, codec=Codec(),
-                             metrics=default_metrics()) as pub:
+                             metrics=default_metrics(), signer=signer) as pub:
             return await pub.publish_many(good)
 
     ids: list[str] = []
@@ -122,6 +125,11 @@ def publish(
         raise typer.Exit(1)
 
 
+def _agency_signer(c: Context, agency: Agency) -> Signer:
+    """The agency's key; checked against the registry when this machine has one (an agency
+    need not: the router checks every signature anyway)."""
+    registry = c.key_registry() if c.key_registry_path.is_file() else None
+    return c.signer(agency.value, registry)
 def withdraw(
     ctx: typer.Context,
     event_id: Annotated[str, typer.Argument(help="The event to withdraw (a UUID).")],
@@ -137,11 +145,12 @@ def withdraw(
             check(value)
         except ValueError as exc:
             fail(f"{name}: {exc}", code=2)
+    signer = _agency_signer(c, agency)
     conn = c.connection()
 
     async def go() -> None:
         async with Publisher(conn=conn, agency=agency, topics=c.topics, codec=Codec(),
-                             metrics=default_metrics()) as pub:
+                             metrics=default_metrics(), signer=signer) as pub:
             await pub.withdraw(event_id, subject_id=subject, version=version)
 
     try:
@@ -187,14 +196,16 @@ def inbox(
             n += 1
         return n
 
-    async def stored(db: Database) -> int:
+    async def stored(db: Database, registry: KeyRegistry) -> int:
         async with InboxService(conn=conn, db=db, topics=c.topics, codec=Codec(),
-                                metrics=default_store_metrics(), recipients=[r]) as service:
+                                metrics=default_store_metrics(), registry=registry,
+                                recipients=[r]) as service:
             return await printed(follow_inbox(service, db, Codec(), r, live=live))
 
     try:
         if r.cls in INBOX_CLASSES:
-            n = c.with_db("inboxes", stored)
+            registry = c.key_registry()
+            n = c.with_db("inboxes", lambda db: stored(db, registry))
         else:
             n = run_async(printed(read_inbox(conn, c.topics, Codec(), r)))
     except KeyboardInterrupt:

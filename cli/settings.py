@@ -52,6 +52,14 @@ class Settings(BaseSettings):
         default=10_000, ge=6_000, le=300_000,
         description="Consumer-group session timeout; Tansu completes a join after half of it.",
     )
+    signing_key: Path | None = Field(
+        default=None,
+        description="This process's Ed25519 private key file (PEM); its name is the key id.",
+    )
+    key_registry: Path | None = Field(
+        default=None,
+        description="The public key registry; unset means PLANR_DATA_DIR/keys/registry.yaml.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None

@@ -1,9 +1,11 @@
 """Durable inboxes of the TFL, WG and CSIL R recipients.
 
 The inbox service consumes the recipients' delivery topics and stores every delivery in the
-database, deduplicated by delivery id, with the input offsets in the same transaction. The
-payload is kept as delivered (the view record in Avro) and decoded when read, so old
-deliveries stay readable as the view schemas evolve.
+database, deduplicated by delivery id, with the input offsets in the same transaction. Only
+deliveries signed by a ``router`` key are considered (:mod:`consumers.tracked`), and only
+those whose payload decodes with its view schema are stored: anything else is dead-lettered,
+so a stored inbox always reads back. The payload is kept as delivered (the view record in
+Avro) and decoded again when read, so old deliveries stay readable as the view schemas evolve.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from planr.errors import PlanrError
 from planr.identity import CONFLICT, content_fingerprint
 from planr.kafka import KafkaConnection
 from planr.loop import Batch
+from planr.signing import KeyRegistry
 from planr.topics import Topics
 from schemas.codec import Codec
 from schemas.names import DELIVERY, RETRACTION, view_schema_name
@@ -41,7 +44,8 @@ def inbox_recipients() -> list[Recipient]:
 
 
 class InboxService(TrackedConsumer):
-    """Store the deliveries of ``recipients`` (default: every inbox recipient)."""
+    """Store the deliveries of ``recipients`` (default: every inbox recipient) that are signed
+    by a ``router`` key of ``registry``."""
 
     def __init__(
         self,
@@ -51,6 +55,7 @@ class InboxService(TrackedConsumer):
         topics: Topics,
         codec: Codec,
         metrics: StoreMetrics,
+        registry: KeyRegistry,
         recipients: Iterable[Recipient] | None = None,
         outbox: Outbox | None = None,
         max_batch: int = 2000,
@@ -61,7 +66,8 @@ class InboxService(TrackedConsumer):
                 raise PlanrError(f"{r} has no durable inbox")
         self._by_topic = {topics.delivery(r): r for r in chosen}
         super().__init__(name=INBOXES, conn=conn, db=db, codec=codec, metrics=metrics,
-                         topics=list(self._by_topic), outbox=outbox, max_batch=max_batch)
+                         topics=list(self._by_topic), registry=registry, outbox=outbox,
+                         max_batch=max_batch)
         self.stored = 0
 
     async def handle(self, conn: AsyncConnection, batch: Batch) -> None:

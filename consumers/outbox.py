@@ -4,10 +4,16 @@ Removal events, consultation audit records, OCAM requests and dead letters are w
 ``outbox`` table in the same transaction as the change that decided them, then produced
 (``acks=all``) and marked sent. A crash between the two resends them: at-least-once on the
 wire, with deterministic ids for the readers to deduplicate.
+
+With a signer, each message is signed as it is sent, with the key of the process that sends
+it (the projector's, the inbox service's, or a consultation's ``projector`` key). Services
+that share a store share its outbox table, so an outbox may be limited to some kinds: the
+inbox service sends dead letters only, never what the common database decided.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +26,7 @@ from consumers.store.tables import outbox
 from planr.errors import DeliveryError
 from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
+from planr.signing import Signer, sign_headers
 from planr.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -50,7 +57,17 @@ def topic_of(topics: Topics, kind: str) -> str:
 class Outbox(Service):
     """Sends unsent outbox rows. ``start()``/``stop()`` or ``async with``."""
 
-    def __init__(self, *, conn: KafkaConnection, topics: Topics, metrics: StoreMetrics) -> None:
+    def __init__(
+        self,
+        *,
+        conn: KafkaConnection,
+        topics: Topics,
+        metrics: StoreMetrics,
+        signer: Signer | None = None,
+        kinds: Collection[str] | None = None,
+    ) -> None:
+        self._signer = signer
+        self._kinds = sorted(kinds) if kinds is not None else None
         self._topics = topics
         self._metrics = metrics
         self._conn = conn
@@ -67,22 +84,19 @@ class Outbox(Service):
         """Send every unsent row, wait for the acknowledgements, mark them sent."""
         await self.start()
         total = 0
+        unsent = select(outbox.c.message_id, outbox.c.kind, outbox.c.message_key,
+                        outbox.c.value).where(outbox.c.sent.is_(False))
+        if self._kinds is not None:
+            unsent = unsent.where(outbox.c.kind.in_(self._kinds))
         while True:
             async with db.engine.connect() as conn:
                 rows = (await conn.execute(
-                    select(outbox.c.message_id, outbox.c.kind, outbox.c.message_key,
-                           outbox.c.value)
-                    .where(outbox.c.sent.is_(False))
-                    .order_by(outbox.c.created_at, outbox.c.message_id)
-                    .limit(_FLUSH_ROWS)
+                    unsent.order_by(outbox.c.created_at, outbox.c.message_id).limit(_FLUSH_ROWS)
                 )).all()
             if not rows:
                 return total
-            futures = [
-                await self._producer.send(topic_of(self._topics, r.kind), value=r.value,
-                                          key=r.message_key.encode())
-                for r in rows
-            ]
+            futures = [await self._send(topic_of(self._topics, r.kind), r.value,
+                                        r.message_key.encode()) for r in rows]
             try:
                 for fut in futures:
                     await fut
@@ -97,3 +111,7 @@ class Outbox(Service):
                 self._metrics.outbox_sent.labels(r.kind).inc()
             total += len(rows)
             log.debug("outbox.sent", count=len(rows))
+
+    async def _send(self, topic: str, value: bytes, key: bytes) -> Any:
+        headers = sign_headers(self._signer, topic, value) if self._signer is not None else None
+        return await self._producer.send(topic, value=value, key=key, headers=headers)

@@ -1,4 +1,5 @@
-"""The agency publisher: one per publishing service."""
+"""The agency publisher: one per publishing service; every signal it sends is signed with the
+agency's own key (:mod:`planr.signing`), which the router checks before anything else."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from planr.domain import Agency
 from planr.errors import UsageError
 from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
+from planr.signing import Signer, sign_headers
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from schemas.codec import Codec
@@ -25,7 +27,8 @@ log = structlog.get_logger(__name__)
 
 
 class Publisher(Service):
-    """Publishes an agency's signals to its ingress topic, keyed by subject id, ``acks=all``.
+    """Publishes an agency's signals to its ingress topic, keyed by subject id, ``acks=all``,
+    each signed by ``signer`` (a key owned by ``agency``; UsageError otherwise).
 
     ``start()``/``stop()`` or ``async with``; ``stop()`` is idempotent and flushes.
     """
@@ -38,8 +41,13 @@ class Publisher(Service):
         topics: Topics,
         codec: Codec,
         metrics: Metrics,
+        signer: Signer,
     ) -> None:
+        if signer.owner != agency.value:
+            raise UsageError(f"signer: key {signer.key_id} belongs to {signer.owner}, "
+                             f"not to the publishing agency {agency.value}")
         self.agency = agency
+        self._signer = signer
         self._topic = topics.ingress(agency)
         self._codec = codec
         self._metrics = metrics
@@ -61,7 +69,8 @@ class Publisher(Service):
     async def _enqueue(self, signal: SignalIn) -> asyncio.Future[Any]:
         value = self._codec.encode(SIGNAL, self._record(signal))
         fut: asyncio.Future[Any] = await self._producer.send(
-            self._topic, value=value, key=signal.subject.id.encode()
+            self._topic, value=value, key=signal.subject.id.encode(),
+            headers=sign_headers(self._signer, self._topic, value),
         )
         return fut
 
@@ -78,7 +87,8 @@ class Publisher(Service):
                   "subject_id": subject_id, "version": version,
                   "withdrawn_at": datetime.now(UTC)}
         value = self._codec.encode(WITHDRAWAL, record)
-        await (await self._producer.send(self._topic, value=value, key=subject_id.encode()))
+        await (await self._producer.send(self._topic, value=value, key=subject_id.encode(),
+                                         headers=sign_headers(self._signer, self._topic, value)))
         log.info("publisher.withdrawn", agency=self.agency.value, event_id=record["event_id"],
                  version=version)
 

@@ -1,14 +1,17 @@
 """The routing consumer: ingress topics in, deliveries, retractions, audit and dead letters out.
 
-For each batch of ingress records the router decodes (a ``Signal`` or a ``Withdrawal``; the
-agency a record claims must own the ingress topic it arrived on), validates, loads what its
-ledger knows of the batch's events, decides what each record means for its event
-(:mod:`routing.lifecycle`), decides every candidate recipient, produces every delivery,
-retraction and audit record (:mod:`routing.emitter`), waits until the broker has acknowledged
-all of them, saves the events' new states in the ledger, and only then commits the batch's
-offsets (at-least-once on the wire; the ledger turns a replay into duplicates, and sinks
+For each batch of ingress records the router checks authenticity first (the record must be
+signed by a registered, valid key of the agency that owns the ingress topic; see
+:mod:`planr.signing`), decodes (a ``Signal`` or a ``Withdrawal``; the agency a record claims
+must own the ingress topic too), validates, loads what its ledger knows of the batch's events,
+decides what each record means for its event (:mod:`routing.lifecycle`), decides every
+candidate recipient, produces every delivery, retraction and audit record
+(:mod:`routing.emitter`), each signed with the router's own key, waits until the broker has
+acknowledged all of them, saves the events' new states in the ledger, and only then commits the
+batch's offsets (at-least-once on the wire; the ledger turns a replay into duplicates, and sinks
 deduplicate by delivery id: effectively-once in every projection). It also reads the common
-database's removals, and retracts every event about a removed person from every holder.
+database's removals (signed by the projector), and retracts every event about a removed person
+from every holder.
 
 A record that cannot be processed goes to the dead-letter topic with a reason; the router
 never dies on a bad record.
@@ -25,10 +28,11 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from planr.batching import BatchSender
-from planr.errors import InvalidSignalError, PlanrError
+from planr.errors import InvalidSignalError, PlanrError, UsageError
 from planr.identity import content_fingerprint
 from planr.kafka import KafkaConnection, make_consumer, make_producer
 from planr.loop import Batch, ConsumeLoop
+from planr.signing import PROJECTOR, ROUTER, KeyRegistry, SignatureError, Signer, verify_record
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing.emitter import Emitter, RouterStats
@@ -69,7 +73,12 @@ class Admitted:
 
 
 class Router(ConsumeLoop):
-    """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``."""
+    """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``.
+
+    ``registry`` holds the public keys ingress records are checked against; ``signer`` is the
+    router's own key (owner ``router``, registered and valid now, else UsageError), which
+    signs every record the router produces.
+    """
 
     def __init__(
         self,
@@ -80,11 +89,19 @@ class Router(ConsumeLoop):
         views: Views,
         codec: Codec,
         metrics: Metrics,
+        registry: KeyRegistry,
+        signer: Signer,
         ledger: Ledger,
         group_id: str = "planr-router",
         ingress: Iterable[str] | None = None,
         max_batch: int = 2000,
     ) -> None:
+        if signer.owner != ROUTER:
+            raise UsageError(f"signer: key {signer.key_id} belongs to {signer.owner}, "
+                             f"not to the {ROUTER}")
+        registry.check_signer(signer, at=datetime.now(UTC))
+        self._registry = registry
+        self._signer = signer
         self._topics = topics
         self._engine = engine
         self._views = views
@@ -142,10 +159,13 @@ class Router(ConsumeLoop):
     async def _handle(self, batch: Batch) -> None:
         """Decide and produce every output of the batch, wait for every acknowledgement, save
         the ledger; return only then (the commit follows)."""
+        # The batch's wall-clock time, not the record timestamps: those are set by the
+        # producer and not covered by the signature, so they cannot extend a key's validity.
         now = datetime.now(UTC)
-        emit = Emitter(BatchSender(self._producer), topics=self._topics, codec=self._codec,
-                       views=self._views, engine=self._engine, metrics=self._metrics,
-                       stats=self.stats, now=now, counters=self._counters)
+        emit = Emitter(BatchSender(self._producer, signer=self._signer), topics=self._topics,
+                       codec=self._codec, views=self._views, engine=self._engine,
+                       metrics=self._metrics, stats=self.stats, now=now,
+                       counters=self._counters)
         admitted = [a for recs in batch.values() for rec in recs
                     if (a := await self._admit(rec, now, emit)) is not None]
         states = await self._ledger.load(await self._events_of(admitted))
@@ -177,9 +197,34 @@ class Router(ConsumeLoop):
         self.stats.batches += 1
         self._metrics.batch_size.observe(count)
 
+    async def _authentic(self, rec: ConsumerRecord, now: datetime, emit: Emitter) -> bool:
+        """Whether ``rec`` is signed by the owner of its topic (the agency of an ingress topic,
+        the projector for removals); if not, it is dead-lettered (``unauthenticated``, the
+        sub-reason and key id) and never decoded."""
+        agency = self._topics.agency_of_ingress(rec.topic)
+        owner = PROJECTOR if rec.topic == self._topics.ftf_removals else (
+            agency.value if agency is not None else None)
+        if owner is None:
+            await emit.dead_letter(rec, "agency_mismatch", "not an ingress topic")
+            return False
+        if rec.value is None:
+            await emit.dead_letter(rec, "undecodable", "record has no value (tombstone)")
+            return False
+        try:
+            verify_record(self._registry, rec.topic, rec.value, rec.headers, at=now,
+                          expected_owner=owner)
+        except SignatureError as exc:
+            log.warning("router.unauthenticated", topic=rec.topic, partition=rec.partition,
+                        offset=rec.offset, detail_reason=exc.detail_reason, key_id=exc.key_id)
+            await emit.dead_letter(rec, exc.reason, exc.detail)
+            return False
+        return True
+
     async def _admit(self, rec: ConsumerRecord, now: datetime,
                      emit: Emitter) -> Admitted | None:
-        """Decode and check one record; a bad one is dead-lettered and ``None`` returned."""
+        """Check and decode one record; a bad one is dead-lettered and ``None`` returned."""
+        if not await self._authentic(rec, now, emit):
+            return None
         try:
             if rec.topic == self._topics.ftf_removals:
                 return Admitted(rec, FTF_REMOVAL, self._codec.decode(rec.value, FTF_REMOVAL))

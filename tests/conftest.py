@@ -21,6 +21,7 @@ from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing import DEFAULT_POLICY
 from routing.setup import RoutingSetup, prepare
+from scenarios.keys import KeyRing, throwaway_keys
 from schemas.codec import Codec
 
 
@@ -65,6 +66,20 @@ def routing_setup(codec: Codec) -> RoutingSetup:
 @pytest.fixture(scope="session")
 def default_policy_path() -> Path:
     return DEFAULT_POLICY
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRing:
+    """One throw-away signing key for every agency and every service (router, projector,
+    inboxes, aggregator), in a 0700 directory, with their registry: what agencies and the
+    bus's services hold in production."""
+    return throwaway_keys(tmp_path_factory.mktemp("signing") / "keys")
+
+
+def key_env(keys: KeyRing, owner: str) -> dict[str, str]:
+    """The environment a ``planr`` process signing as ``owner`` gets."""
+    return {"PLANR_KEY_REGISTRY": str(keys.registry_path),
+            "PLANR_SIGNING_KEY": str(keys.path(owner))}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ from consumers.store import Database
 from consumers.store.tables import inbox_deliveries
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.kafka import KafkaConnection
+from planr.signing import ROUTER
 from planr.topics import Topics
 from scenarios.builders import numbered_signal as signal
 from scenarios.ftf import retraction_record, tfl_delivery
@@ -55,11 +56,11 @@ async def db(request, tmp_path):
 
 
 @pytest.fixture
-def feed(db, codec):
+def feed(db, codec, keys):
     service = InboxService(conn=KafkaConnection("127.0.0.1:1"), db=db, topics=TOPICS,
                            codec=codec, metrics=StoreMetrics(CollectorRegistry()),
-                           recipients=[TFL])
-    return Stream(service, TOPICS.delivery(TFL))
+                           registry=keys.registry, recipients=[TFL])
+    return Stream(service, TOPICS.delivery(TFL), keys.signer(ROUTER))
 
 
 def _versions(setup, *versions: int) -> dict[int, bytes]:

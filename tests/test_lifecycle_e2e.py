@@ -17,12 +17,14 @@ from consumers.reader import read_topic
 from consumers.store import Database, sqlite_url
 from planr.domain import Agency, Recipient
 from planr.kafka import KafkaConnection
+from planr.signing import ROUTER
 from planr.telemetry import Metrics
 from planr.topics import Topics, provision
 from producers.publisher import Publisher
 from routing.router import Router
 from routing.setup import RoutingSetup
 from scenarios.builders import make_signal
+from scenarios.keys import KeyRing
 from schemas.codec import Codec
 from schemas.models import SignalIn
 from schemas.names import DELIVERY, RETRACTION
@@ -50,44 +52,45 @@ async def _provision(conn: KafkaConnection, topics: Topics) -> None:
 
 
 async def _route(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, codec: Codec,
-                 ledger: StoreLedger, group: str) -> Any:
+                 ledger: StoreLedger, group: str, keys: KeyRing) -> Any:
     async with Router(conn=conn, topics=topics, engine=setup.engine, views=setup.views,
                       codec=codec, metrics=Metrics(CollectorRegistry()), group_id=group,
-                      ledger=ledger) as router:
+                      ledger=ledger, registry=keys.registry,
+                      signer=keys.signer(ROUTER)) as router:
         return await router.run(until_idle=1.5)
 
 
-async def _inboxes(conn: KafkaConnection, topics: Topics, codec: Codec,
-                   db: Database) -> dict[str, list[dict[str, Any]]]:
+async def _inboxes(conn: KafkaConnection, topics: Topics, codec: Codec, db: Database,
+                   keys: KeyRing) -> dict[str, list[dict[str, Any]]]:
     async with InboxService(conn=conn, db=db, topics=topics, codec=codec,
-                            metrics=StoreMetrics(CollectorRegistry()),
+                            metrics=StoreMetrics(CollectorRegistry()), registry=keys.registry,
                             recipients=INBOXES) as service:
         await service.catch_up()
     return {str(r): [item for _, item in await read_stored(db, codec, r)] for r in INBOXES}
 
 
 async def test_corrections_and_withdrawals_out_of_order_and_replayed(
-    conn, topics, routing_setup, codec, ledger, group_id, tmp_path
+    conn, topics, routing_setup, codec, ledger, group_id, tmp_path, keys
 ):
     await _provision(conn, topics)
     a, b = "0a000000-0000-4000-8000-000000000001", "0b000000-0000-4000-8000-000000000002"
     metrics = Metrics(CollectorRegistry())
     async with Publisher(conn=conn, agency=Agency.VSSE, topics=topics, codec=codec,
-                         metrics=metrics) as pub:
+                         metrics=metrics, signer=keys.signer(Agency.VSSE)) as pub:
         # A: v3 (confidentiel: no longer for the CSIL R) arrives before v2; v1 replayed last
         await pub.publish_many([_signal(a, 1), _signal(b, 1, subject="P-2")])
-    stats1 = await _route(conn, topics, routing_setup, codec, ledger, group_id)
+    stats1 = await _route(conn, topics, routing_setup, codec, ledger, group_id, keys)
     async with Publisher(conn=conn, agency=Agency.VSSE, topics=topics, codec=codec,
-                         metrics=metrics) as pub:
+                         metrics=metrics, signer=keys.signer(Agency.VSSE)) as pub:
         await pub.publish_many([_signal(a, 3, classification="confidentiel"), _signal(a, 2)])
         await pub.withdraw(b, subject_id="P-2", version=1)
         await pub.publish_many([_signal(a, 1)])
-    stats2 = await _route(conn, topics, routing_setup, codec, ledger, group_id)
+    stats2 = await _route(conn, topics, routing_setup, codec, ledger, group_id, keys)
     assert stats1.deliveries == {TFL: 2, CSILR: 2, WG: 2}
     assert stats2.unchanged == {"stale": 2}  # A v2 after v3, A v1 again
     assert stats2.retractions == {"not_entitled": 1, "withdrawn": 3}
     async with Database(sqlite_url(tmp_path, "inboxes.db")) as db:
-        boxes = await _inboxes(conn, topics, codec, db)
+        boxes = await _inboxes(conn, topics, codec, db, keys)
     by_event = {r: {i["event_id"]: i for i in items} for r, items in boxes.items()}
     for r in (TFL, WG):
         assert by_event[r][a]["version"] == 3
@@ -98,7 +101,7 @@ async def test_corrections_and_withdrawals_out_of_order_and_replayed(
     assert by_event[CSILR][a]["reason"] == "not_entitled"
     assert "payload" not in by_event[CSILR][a]
     # a full replay under another consumer group changes nothing downstream
-    again = await _route(conn, topics, routing_setup, codec, ledger, group_id + "-replay")
+    again = await _route(conn, topics, routing_setup, codec, ledger, group_id + "-replay", keys)
     assert (sum(again.deliveries.values()), sum(again.retractions.values())) == (0, 0)
     assert again.unchanged["duplicate"] + again.unchanged["stale"] == 6
 
@@ -113,14 +116,15 @@ async def _delivered(conn: KafkaConnection, codec: Codec, topic: str) -> list[tu
 
 
 async def test_ledger_answers_who_holds_what_and_logs_the_question(
-    conn, topics, routing_setup, codec, ledger, group_id
+    conn, topics, routing_setup, codec, ledger, group_id, keys
 ):
     await _provision(conn, topics)
     e = "0c000000-0000-4000-8000-000000000003"
     async with Publisher(conn=conn, agency=Agency.POLLOC, topics=topics, codec=codec,
-                         metrics=Metrics(CollectorRegistry())) as pub:
+                         metrics=Metrics(CollectorRegistry()),
+                         signer=keys.signer(Agency.POLLOC)) as pub:
         await pub.publish_many([_signal(e, 1, subject="P-9")])
-    await _route(conn, topics, routing_setup, codec, ledger, group_id)
+    await _route(conn, topics, routing_setup, codec, ledger, group_id, keys)
     # oracle: what actually travelled on the delivery topics
     holders = set()
     for r in (TFL, CSILR, WG):
