@@ -22,7 +22,9 @@ from routing.engine import Decision, Engine, Facts
 from routing.explain import database_denial, hold_back_lost_ocam_decisions
 from routing.setup import RoutingSetup
 from scenarios.builders import SECRET_SUMMARY, make_signal, signal_json
+from scenarios.keys import KeyRing
 from schemas.models import SignalIn
+from tests.conftest import key_env
 
 NO_STATUS = {"id": "P-7", "kind": "person", "statuses": []}
 
@@ -122,11 +124,12 @@ def test_publish_check_loads_no_policy_when_there_is_no_ocam_decision_to_check()
 
 @pytest.mark.kafka
 def test_planr_publish_refuses_an_ocam_decision_the_database_would_not_get(
-    broker: EmbeddedBroker, topics: Topics, tmp_path: Path
+    broker: EmbeddedBroker, topics: Topics, tmp_path: Path, keys: KeyRing
 ):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANR_")}
     env.update({"PLANR_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                "PLANR_TOPIC_PREFIX": topics.prefix, "PLANR_DATA_DIR": str(tmp_path / "d")})
+                "PLANR_TOPIC_PREFIX": topics.prefix, "PLANR_DATA_DIR": str(tmp_path / "d"),
+                **key_env(keys, Agency.OCAM.value)})
     removal = {"ocam": {"action": "remove"}, "subject": NO_STATUS}
     lines = [json.dumps(signal_json(**removal)),
              json.dumps(signal_json(**removal, classification="restreint")),
