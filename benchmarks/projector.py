@@ -1,8 +1,9 @@
 """Projector throughput on SQLite and PostgreSQL (a benchmark, not a test).
 
 For each store: N ``ftf-db`` deliveries (600 subjects, six agencies, OCAM decisions) are
-produced to a real embedded Tansu broker, then a fresh projector consumes them all (decode,
-governance, fiche upserts, contributions, offsets: one transaction per batch of 2000).
+produced to a real embedded Tansu broker, signed by a router key, then a fresh projector
+consumes them all (verify the signature, decode, governance, fiche upserts, contributions,
+offsets: one transaction per batch of 2000).
 
     python -m benchmarks.projector [EVENTS]
 
@@ -32,28 +33,31 @@ from consumers.store import Database, normalize_url, sqlite_url
 from planr.broker import EmbeddedBroker
 from planr.domain import Recipient, RecipientClass
 from planr.kafka import KafkaConnection, make_producer
+from planr.signing import ROUTER, KeyRegistry
 from planr.topics import Topics, provision
 from routing import DEFAULT_POLICY
 from routing.setup import prepare
 from scenarios.ftf import ftf_delivery, ftf_history
+from scenarios.keys import SignedValue, signed, throwaway_keys
 
 
-async def _produce(conn: KafkaConnection, topic: str, values: list[bytes]) -> None:
+async def _produce(conn: KafkaConnection, topic: str, values: list[SignedValue]) -> None:
     producer = make_producer(conn)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value=v) for v in values]
+        futures = [await producer.send(topic, value=v, headers=h) for v, h in values]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
-async def _project(conn: KafkaConnection, topics: Topics, url: str, events: int) -> float:
+async def _project(conn: KafkaConnection, topics: Topics, url: str, events: int,
+                   registry: KeyRegistry) -> float:
     setup = prepare(DEFAULT_POLICY)
     async with Database(url) as db:
         projector = Projector(conn=conn, db=db, topics=topics, codec=setup.codec,
                               access=AccessConfig.load(DEFAULT_ACCESS_FILE),
-                              metrics=StoreMetrics(CollectorRegistry()))
+                              metrics=StoreMetrics(CollectorRegistry()), registry=registry)
         async with projector:
             started = time.perf_counter()
             await projector.catch_up()
@@ -82,18 +86,21 @@ async def bench(events: int = 50_000, pg_url: str | None = None) -> dict[str, fl
     values = [ftf_delivery(setup, s) for s in ftf_history(random.Random(7), events)]
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        keys = throwaway_keys(Path(tmp) / "keys", [ROUTER])
         async with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
             conn = KafkaConnection(broker.bootstrap_servers)
             topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
             topic = topics.delivery(Recipient(RecipientClass.FTF_DB))
             await provision(conn, topics, [topic])
-            await _produce(conn, topic, values)
-            results["sqlite"] = await _project(conn, topics, sqlite_url(Path(tmp)), events)
+            await _produce(conn, topic, signed(keys.signer(ROUTER), topic, values))
+            results["sqlite"] = await _project(conn, topics, sqlite_url(Path(tmp)), events,
+                                               keys.registry)
             if pg_url:
                 name = f"planr_bench_{uuid.uuid4().hex[:8]}"
                 url = await _pg_database(pg_url, name, drop=False)
                 try:
-                    results["postgresql"] = await _project(conn, topics, url, events)
+                    results["postgresql"] = await _project(conn, topics, url, events,
+                                                           keys.registry)
                 finally:
                     await _pg_database(pg_url, name, drop=True)
     return results

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from cli import bus, demo, ftf, jib, policy, security, services
+from cli import asyncapi, bus, demo, ftf, jib, keys, ledger, policy, security, services
 from cli.context import Context
 from cli.settings import Settings
 from planr.telemetry import configure_logging
@@ -67,8 +67,11 @@ services.register(app)
 demo.register(app)
 policy.register(app)
 security.register(app)
+ledger.register(app)
 ftf.register(app)
 jib.register(app)
+asyncapi.register(app)
+keys.register(app)
 
 
 def main() -> None:

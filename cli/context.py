@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -16,11 +17,12 @@ from consumers.ftf.governance import AccessConfig
 from consumers.store import Database, sqlite_url
 from planr.errors import PlanrError, UsageError
 from planr.kafka import KafkaConnection
+from planr.signing import KeyRegistry, Signer
 from planr.telemetry import serve_metrics
 from planr.topics import Topics
 
 T = TypeVar("T")
-Store = Literal["ftf", "inboxes", "jib"]
+Store = Literal["ftf", "inboxes", "ledger", "jib"]
 
 
 @dataclass(frozen=True)
@@ -53,19 +55,53 @@ class Context:
                 ssl_keyfile=s.ssl_keyfile,
                 ssl_key_password=s.ssl_key_password,
                 ssl_check_hostname=s.ssl_check_hostname,
+                idempotence=s.idempotence,
             )
         except UsageError as exc:  # inconsistent security settings: names the field
             fail(str(exc), code=2)
+
+    @property
+    def key_registry_path(self) -> Path:
+        return self.settings.key_registry or self.settings.data_dir / "keys" / "registry.yaml"
+
+    def key_registry(self) -> KeyRegistry:
+        """The public key registry (``PLANR_KEY_REGISTRY``); exit 2 if it cannot be read."""
+        try:
+            return KeyRegistry.load(self.key_registry_path)
+        except UsageError as exc:
+            fail(f"PLANR_KEY_REGISTRY: {exc}", code=2)
+
+    def load_signer(self, owner: str, registry: KeyRegistry | None) -> Signer:
+        """This process's key (``PLANR_SIGNING_KEY``) as ``owner``'s, checked against
+        ``registry`` when given; UsageError if it is unset, unreadable or not registered."""
+        path = self.settings.signing_key
+        if path is None:
+            raise UsageError(f"PLANR_SIGNING_KEY is not set: this command signs what it "
+                             f"produces with a key of {owner}; see 'planr keys generate'")
+        signer = Signer.from_file(path, owner=owner)
+        if registry is not None:
+            registry.check_signer(signer, at=datetime.now(UTC))
+        return signer
+
+    def signer(self, owner: str, registry: KeyRegistry | None) -> Signer:
+        """:meth:`load_signer`, or exit 2 with the reason."""
+        try:
+            return self.load_signer(owner, registry)
+        except UsageError as exc:
+            fail(str(exc) if self.settings.signing_key is None else f"PLANR_SIGNING_KEY: {exc}",
+                 code=2)
 
     def serve_metrics(self) -> None:
         if self.settings.metrics_port is not None:
             serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
 
     def database(self, store: Store) -> Database:
-        """The common database (``ftf``), the inboxes' store (``inboxes``) or the JIB's
-        (``jib``): separate databases, so that access to one grants nothing of the others."""
+        """The common database (``ftf``), the inboxes' store (``inboxes``), the router's
+        ledger (``ledger``) or the JIB's (``jib``): separate databases, so that access to one
+        grants nothing of the others."""
         s = self.settings
-        url = {"ftf": s.ftf_db_url, "inboxes": s.inbox_db_url, "jib": s.jib_db_url}[store]
+        url = {"ftf": s.ftf_db_url, "inboxes": s.inbox_db_url, "ledger": s.ledger_db_url,
+               "jib": s.jib_db_url}[store]
         return Database(url or sqlite_url(s.data_dir, f"{store}.db"))
 
     def access_config(self) -> AccessConfig:

@@ -1,19 +1,33 @@
-"""``planr run --demo``: the whole bus on the embedded broker, with a generated scenario."""
+"""``planr run --demo``: the whole bus on the embedded broker, with a generated scenario.
+
+Every record is signed as in production. With the embedded broker, the demo generates a
+throw-away key for each publishing agency and each service into a fresh temporary directory
+(mode 0700) with its own registry, and deletes it at the end. With a configured broker
+(``PLANR_BOOTSTRAP_SERVERS``), it uses the registry ``PLANR_KEY_REGISTRY`` and, for each
+owner, the newest registered key valid now whose private key file is in the directory of
+``PLANR_SIGNING_KEY`` (default ``PLANR_DATA_DIR/keys``, where ``planr keys generate`` writes).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import shutil
+import tempfile
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli.context import Context, Store, fail, get
 from cli.jibdemo import Figures, print_jib_summary, start_jib_demo
+from cli.keys import keys_in_dir
+from consumers.jib.panels import DEFAULT_PANELS_FILE
+from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
 from consumers.store import Database, sqlite_url
 from consumers.supervisor import StoreServices, start_store_services
@@ -22,13 +36,16 @@ from planr.domain import Agency
 from planr.errors import PlanrError, UsageError
 from planr.kafka import KafkaConnection, make_producer
 from planr.loop import drain_on_signals
+from planr.signing import AGGREGATOR, INBOXES, PROJECTOR, ROUTER, SERVICE_OWNERS, sign_headers
 from planr.telemetry import default_metrics
 from planr.topics import Topics, provision
 from producers.publisher import Publisher
 from routing.aggregator import Aggregator
 from routing.router import Router, RouterStats
 from routing.setup import RoutingSetup, prepare
+from scenarios.keys import KeyRing, throwaway_keys
 from scenarios.signals import generate
+from schemas.models import SignalIn
 
 #: Records no agency would send: they must end in the dead-letter topic.
 MALFORMED = (b"not avro", b"\xc3\x01" + b"\x00" * 8 + b"junk")
@@ -88,22 +105,35 @@ async def _store(c: Context, stack: AsyncExitStack, store: Store) -> Database:
     return await stack.enter_async_context(db)
 
 
-async def _publish(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, n: int,
-                   seed: int) -> Counter[str]:
-    by_agency: dict[Agency, list] = {}  # type: ignore[type-arg]
-    for agency, s in generate(n, seed=seed):
+def _keys(c: Context, stack: AsyncExitStack, owners: list[str]) -> KeyRing:
+    """Throw-away keys with the embedded broker; else the configured ones (module doc)."""
+    if c.settings.bootstrap_servers is not None:
+        key_dir = (c.settings.signing_key.parent if c.settings.signing_key is not None
+                   else c.settings.data_dir / "keys")
+        return keys_in_dir(c.key_registry_path, key_dir, owners)
+    tmp = tempfile.mkdtemp(prefix="planr-demo-keys-")  # mode 0700
+    stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+    return throwaway_keys(Path(tmp) / "keys", owners)
+
+
+async def _publish(conn: KafkaConnection, topics: Topics, setup: RoutingSetup,
+                   scenario: list[tuple[Agency, SignalIn]], keys: KeyRing) -> Counter[str]:
+    by_agency: dict[Agency, list[SignalIn]] = {}
+    for agency, s in scenario:
         by_agency.setdefault(agency, []).append(s)
     published: Counter[str] = Counter()
     for agency, batch in by_agency.items():
         async with Publisher(conn=conn, agency=agency, topics=topics, codec=setup.codec,
-                             metrics=default_metrics()) as pub:
+                             metrics=default_metrics(), signer=keys.signer(agency)) as pub:
             published[agency.value] += len(await pub.publish_many(batch))
-        typer.echo(f"published {sum(published.values())}/{n} signals", err=True)
+        typer.echo(f"published {sum(published.values())}/{len(scenario)} signals", err=True)
     raw = make_producer(conn)
     await raw.start()
-    try:
+    try:  # malformed, but signed by the agency: they pass the signature check
+        topic = topics.ingress(Agency.VSSE)
         for value in MALFORMED:
-            await raw.send_and_wait(topics.ingress(Agency.VSSE), value=value)
+            await raw.send_and_wait(topic, value=value,
+                                    headers=sign_headers(keys.signer(Agency.VSSE), topic, value))
     finally:
         await raw.stop()
     return published
@@ -150,27 +180,33 @@ async def _demo(c: Context, setup: RoutingSetup, n: int,
                 seed: int) -> tuple[RouterStats, Counter[str], Figures]:
     c.serve_metrics()
     metrics = default_metrics()
+    scenario = list(generate(n, seed=seed))
+    owners = sorted({a.value for a, _ in scenario} | {Agency.VSSE.value}) + list(SERVICE_OWNERS)
     async with AsyncExitStack() as stack:  # stops everything in reverse order
+        keys = _keys(c, stack, owners)
         conn = await _connect(c, stack)
         topics = c.topics
         typer.echo(f"topics: {len(await provision(conn, topics))} created", err=True)
         router = await stack.enter_async_context(Router(
             conn=conn, topics=topics, engine=setup.engine, views=setup.views,
-            codec=setup.codec, metrics=metrics))
+            codec=setup.codec, metrics=metrics, registry=keys.registry,
+            signer=keys.signer(ROUTER), ledger=StoreLedger(await _store(c, stack, "ledger"))))
         aggregator = await stack.enter_async_context(Aggregator(
-            conn=conn, topics=topics, codec=setup.codec, metrics=metrics, interval=1.0))
+            conn=conn, topics=topics, codec=setup.codec, metrics=metrics,
+            registry=keys.registry, signer=keys.signer(AGGREGATOR), interval=1.0))
         drain_on_signals(router)
         tasks: list[asyncio.Task[object]] = [asyncio.create_task(router.run()),
                                              asyncio.create_task(aggregator.run())]
         store = await start_store_services(
             stack, conn=conn, topics=topics, ftf_db=await _store(c, stack, "ftf"),
             inbox_db=await _store(c, stack, "inboxes"), codec=setup.codec,
-            access=c.access_config(), metrics=default_store_metrics())
+            access=c.access_config(), metrics=default_store_metrics(), registry=keys.registry,
+            projector_signer=keys.signer(PROJECTOR), inboxes_signer=keys.signer(INBOXES))
         jib = await start_jib_demo(
             stack, conn=conn, topics=topics, db=await _store(c, stack, "jib"),
-            policy=setup.policy, panels_file=c.settings.jib_panels, codec=setup.codec,
+            policy=setup.policy, panels_file=DEFAULT_PANELS_FILE, codec=setup.codec,
             metrics=default_store_metrics())
-        published = await _publish(conn, topics, setup, n, seed)
+        published = await _publish(conn, topics, setup, scenario, keys)
         await _wait_routed(router, tasks[0], n + len(MALFORMED))  # type: ignore[arg-type]
         await _drain(router, aggregator, store, tasks)
         return router.stats, published, await jib.finish()

@@ -21,6 +21,7 @@ from consumers.outbox import Outbox
 from consumers.store import Database
 from planr.domain import Agency, Status
 from planr.errors import PlanrError
+from planr.signing import PROJECTOR, KeyRegistry
 from schemas.codec import Codec
 
 log = structlog.get_logger(__name__)
@@ -38,26 +39,30 @@ def project(ctx: typer.Context, until_idle: UntilIdle = None) -> None:
     c = get(ctx)
     conn = c.connection()
     access = c.access_config()
+    registry = c.key_registry()
+    signer = c.signer(PROJECTOR, registry)
     c.serve_metrics()
     metrics = default_store_metrics()
 
     async def work(db: Database) -> None:
-        outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics)
+        outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics, signer=signer)
         p = Projector(conn=conn, db=db, topics=c.topics, codec=Codec(), access=access,
-                      metrics=metrics, outbox=outbox)
+                      metrics=metrics, registry=registry, outbox=outbox)
         await serve_store(p, outbox, until_idle, "projected")
 
     c.with_db("ftf", work)
 
 
 async def _flush_outbox(c: Context, db: Database) -> None:
-    """Send the consultation's audit records now when a broker is configured; otherwise the
+    """Send the consultation's audit records now, signed with the common database's
+    (``projector``) key, when a broker and ``PLANR_SIGNING_KEY`` are configured; otherwise the
     projector service sends them. The same for every answer (no oracle)."""
-    if c.settings.bootstrap_servers is None:
+    if c.settings.bootstrap_servers is None or c.settings.signing_key is None:
         return
     try:
+        signer = c.load_signer(PROJECTOR, KeyRegistry.load(c.key_registry_path))
         async with Outbox(conn=c.connection(), topics=c.topics,
-                          metrics=default_store_metrics()) as outbox:
+                          metrics=default_store_metrics(), signer=signer) as outbox:
             await asyncio.wait_for(outbox.flush(db), timeout=30)
     except (PlanrError, OSError, TimeoutError):
         log.warning("ftf.outbox_deferred")

@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import structlog
@@ -21,7 +22,7 @@ from cli.context import Context, fail, get, read_text
 from cli.services import UntilIdle, serve_store
 from consumers.jib.consensus import JibConsensus
 from consumers.jib.consult import JibAnswer, JibConsultations
-from consumers.jib.panels import Panels
+from consumers.jib.panels import DEFAULT_PANELS_FILE, Panels
 from consumers.metrics import default_store_metrics
 from consumers.outbox import Outbox
 from consumers.store import Database
@@ -73,9 +74,9 @@ def signer_for(c: Context, owner: str, registry: KeyRegistry) -> Signer:
     return signer
 
 
-def panels(c: Context) -> Panels:
+def load_panels(path: Path) -> Panels:
     try:
-        return Panels.load(c.settings.jib_panels)
+        return Panels.load(path)
     except UsageError as exc:
         fail(str(exc), code=2)
 
@@ -105,13 +106,16 @@ def consensus(
     tick_interval: Annotated[float, typer.Option(
         help="Seconds between checks for passed deadlines (a signed tick); 0: never.",
         min=0)] = 5.0,
+    panels: Annotated[Path, typer.Option(
+        help="Per arrondissement, the services whose consent a proposal needs.")
+    ] = DEFAULT_PANELS_FILE,
 ) -> None:
     """Run the JIB's consensus process: proposals, votes and ticks into decisions."""
     c = get(ctx)
     conn = c.connection()
     registry = key_registry(c)
     signer = signer_for(c, JIB_OWNER, registry)
-    pan, routing = panels(c), jib_routing(c)
+    pan, routing = load_panels(panels), jib_routing(c)
     c.serve_metrics()
     metrics = default_store_metrics()
 

@@ -10,13 +10,15 @@ import typer
 
 from cli.context import Context, fail, get, run_async
 from consumers.inboxes import INBOX_CLASSES, InboxService
+from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
-from consumers.outbox import Outbox
+from consumers.outbox import DEAD_LETTER_KIND, Outbox
 from consumers.store import Database
 from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient
 from planr.errors import PlanrError, UsageError
 from planr.loop import drain_on_signals
+from planr.signing import AGGREGATOR, INBOXES, ROUTER
 from planr.telemetry import default_metrics
 from routing.aggregator import Aggregator
 from routing.router import Router
@@ -52,16 +54,21 @@ def route(
     c = get(ctx)
     conn = c.connection()
     setup = routing_setup(c)
+    registry = c.key_registry()
+    signer = c.signer(ROUTER, registry)
     c.serve_metrics()
 
     async def go() -> None:
-        async with Router(conn=conn, topics=c.topics, engine=setup.engine, views=setup.views,
-                          codec=setup.codec, metrics=default_metrics(), group_id=group) as r:
+        async with c.database("ledger") as db, Router(
+                conn=conn, topics=c.topics, engine=setup.engine, views=setup.views,
+                codec=setup.codec, metrics=default_metrics(), registry=registry,
+                signer=signer, group_id=group, ledger=StoreLedger(db)) as r:
             drain_on_signals(r)
             stats = await r.run(until_idle=until_idle)
         typer.echo(
             f"routed: {stats.signals} signals, {sum(stats.deliveries.values())} deliveries, "
             f"{sum(stats.denials.values())} denials, "
+            f"{sum(stats.retractions.values())} retractions, "
             f"{sum(stats.dead_letters.values())} dead letters",
             err=True,
         )
@@ -85,12 +92,14 @@ def aggregate(
     """Run the National Taskforce aggregator (counts by phenomenon, arrondissement, month)."""
     c = get(ctx)
     conn = c.connection()
+    registry = c.key_registry()
+    signer = c.signer(AGGREGATOR, registry)
     c.serve_metrics()
 
     async def go() -> None:
         async with Aggregator(conn=conn, topics=c.topics, codec=Codec(),
-                              metrics=default_metrics(), group_id=group,
-                              interval=interval) as agg:
+                              metrics=default_metrics(), registry=registry, signer=signer,
+                              group_id=group, interval=interval) as agg:
             drain_on_signals(agg)
             await agg.run(until_idle=until_idle)
         typer.echo(f"aggregated: {agg.facts} facts, {agg.emitted} aggregate records", err=True)
@@ -134,13 +143,17 @@ def inboxes(
             fail(str(exc), code=2)
         if any(r.cls not in INBOX_CLASSES for r in chosen):
             fail("only tfl:, wg: and csilr: recipients have durable inboxes", code=2)
+    registry = c.key_registry()
+    signer = c.signer(INBOXES, registry)
     c.serve_metrics()
     metrics = default_store_metrics()
 
     async def work(db: Database) -> None:
-        outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics)
+        outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics, signer=signer,
+                        kinds=[DEAD_LETTER_KIND])
         service = InboxService(conn=conn, db=db, topics=c.topics, codec=Codec(),
-                               metrics=metrics, recipients=chosen, outbox=outbox)
+                               metrics=metrics, registry=registry, recipients=chosen,
+                               outbox=outbox)
         await serve_store(service, outbox, until_idle, "inboxes")
 
     c.with_db("inboxes", work)

@@ -12,7 +12,6 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumers.ftf.governance import DEFAULT_ACCESS_FILE
-from consumers.jib.panels import DEFAULT_PANELS_FILE
 from routing import DEFAULT_POLICY
 
 
@@ -37,6 +36,10 @@ class Settings(BaseSettings):
     ftf_db_url: str | None = Field(
         default=None,
         description="The common database's store; unset means SQLite file ftf.db in data_dir.")
+    ledger_db_url: str | None = Field(
+        default=None,
+        description="The router's ledger (who received what); unset means SQLite file "
+                    "ledger.db in data_dir.")
     inbox_db_url: str | None = Field(
         default=None,
         description="The durable inboxes' store, separate from the common database; unset "
@@ -61,10 +64,6 @@ class Settings(BaseSettings):
         default=None,
         description="The JIB's store, separate from the others; unset means SQLite file "
                     "jib.db in data_dir.")
-    jib_panels: Path = Field(
-        default=DEFAULT_PANELS_FILE,
-        description="The services whose consent a JIB proposal needs, per arrondissement.",
-    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None
@@ -74,3 +73,12 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = Field(default=None, description="Client private key (PEM).")
     ssl_key_password: SecretStr | None = None
     ssl_check_hostname: bool = True
+    replication_factor: int = Field(
+        default=1, ge=1, description="Replicas of each topic `planr topics provision` creates.")
+    min_insync_replicas: int = Field(
+        default=1, ge=1,
+        description="min.insync.replicas of each topic created; at most replication_factor.")
+    idempotence: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Idempotent producers: auto enables them when the broker grants a producer "
+                    "id (Apache Kafka), not on Tansu.")

@@ -1,23 +1,24 @@
 """Durable inboxes of the TFL, WG and CSIL R recipients.
 
 The inbox service consumes the recipients' delivery topics and stores every delivery in the
-database, deduplicated by delivery id, with the input offsets in the same transaction. The
-payload is kept as delivered (the view record in Avro) and decoded when read, so old
-deliveries stay readable as the view schemas evolve.
+database, deduplicated by delivery id, with the input offsets in the same transaction. Only
+deliveries signed by a ``router`` key are considered (:mod:`consumers.tracked`), and only
+those whose payload decodes with its view schema are stored: anything else is dead-lettered,
+so a stored inbox always reads back. The payload is kept as delivered (the view record in
+Avro) and decoded again when read, so old deliveries stay readable as the view schemas evolve.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from datetime import datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.identity import content_fingerprint
+from consumers.inbox_rows import Action, Kept, merge, read_stored
 from consumers.metrics import StoreMetrics
 from consumers.outbox import Outbox
 from consumers.store import Database
@@ -25,11 +26,13 @@ from consumers.store.tables import inbox_deliveries, outbox
 from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient, RecipientClass, all_recipients
 from planr.errors import PlanrError
+from planr.identity import CONFLICT, content_fingerprint
 from planr.kafka import KafkaConnection
 from planr.loop import Batch
+from planr.signing import KeyRegistry
 from planr.topics import Topics
 from schemas.codec import Codec
-from schemas.names import DELIVERY, view_schema_name
+from schemas.names import DELIVERY, RETRACTION, view_schema_name
 
 INBOXES = "inboxes"
 INBOX_CLASSES = frozenset({RecipientClass.TFL, RecipientClass.WG, RecipientClass.CSILR})
@@ -40,20 +43,9 @@ def inbox_recipients() -> list[Recipient]:
     return [r for r in all_recipients() if r.cls in INBOX_CLASSES]
 
 
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    return value
-
-
 class InboxService(TrackedConsumer):
-    """Store the deliveries of ``recipients`` (default: every inbox recipient)."""
+    """Store the deliveries of ``recipients`` (default: every inbox recipient) that are signed
+    by a ``router`` key of ``registry``."""
 
     def __init__(
         self,
@@ -63,6 +55,7 @@ class InboxService(TrackedConsumer):
         topics: Topics,
         codec: Codec,
         metrics: StoreMetrics,
+        registry: KeyRegistry,
         recipients: Iterable[Recipient] | None = None,
         outbox: Outbox | None = None,
         max_batch: int = 2000,
@@ -73,89 +66,95 @@ class InboxService(TrackedConsumer):
                 raise PlanrError(f"{r} has no durable inbox")
         self._by_topic = {topics.delivery(r): r for r in chosen}
         super().__init__(name=INBOXES, conn=conn, db=db, codec=codec, metrics=metrics,
-                         topics=list(self._by_topic), outbox=outbox, max_batch=max_batch)
+                         topics=list(self._by_topic), registry=registry, outbox=outbox,
+                         max_batch=max_batch)
         self.stored = 0
 
     async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
         dead: list[dict[str, Any]] = []
         arrivals = self._decode(batch, dead)
-        stored: dict[str, str | None] = await self._db.lookup(
-            conn, inbox_deliveries.c.delivery_id, inbox_deliveries.c.content_hash,
-            [row["delivery_id"] for _, row in arrivals])
-        fresh: dict[str, dict[str, Any]] = {}
-        for rec, row in arrivals:
+        kept = await self._kept(conn, [row["delivery_id"] for _, row, _ in arrivals])
+        changed: dict[str, dict[str, Any]] = {}
+        for rec, row, retraction in arrivals:
             did = row["delivery_id"]
-            if did in stored:
-                self._repeated(dead, rec, stored[did], row["content_hash"])
-                continue
-            stored[did] = row["content_hash"]
-            fresh[did] = row
-        if fresh:
-            await conn.execute(self._db.insert_ignore(inbox_deliveries), list(fresh.values()))
-            for r in fresh.values():
+            action = merge(kept.get(did), version=row["version"],
+                           content_hash=row["content_hash"], retraction=retraction)
+            if action is Action.STORE:
+                kept[did] = Kept(row["version"], row["content_hash"], retraction)
+                changed[did] = row
+            elif action is Action.CONFLICT:
+                self.dead_letter(dead, rec, CONFLICT, "delivery id already stored otherwise")
+            else:  # a replay, or an older version arriving late: nothing to change
+                self.stats.duplicates += 1
+                self._metrics.duplicates.labels(self.name).inc()
+        if changed:
+            await conn.execute(self._db.upsert(inbox_deliveries, ["delivery_id"]),
+                               list(changed.values()))
+            for r in changed.values():
                 self._metrics.inbox_stored.labels(r["recipient"].split(":")[0]).inc()
-            self.stored += len(fresh)
+            self.stored += len(changed)
         if dead:
             await conn.execute(self._db.insert_ignore(outbox), dead)
 
+    async def _kept(self, conn: AsyncConnection, ids: list[str]) -> dict[str, Kept]:
+        t = inbox_deliveries
+        found: dict[str, Kept] = {}
+        for i in range(0, len(ids), 500):
+            rows = await conn.execute(
+                select(t.c.delivery_id, t.c.version, t.c.content_hash, t.c.retracted_at)
+                .where(t.c.delivery_id.in_(ids[i : i + 500])))
+            for r in rows:
+                found[r[0]] = Kept(r[1], r[2], r[3] is not None)
+        return found
+
     def _decode(
         self, batch: Batch, dead: list[dict[str, Any]]
-    ) -> list[tuple[ConsumerRecord, dict[str, Any]]]:
-        """The rows to store: envelope and payload decoded (a payload that does not decode
-        is dead-lettered, never stored), addressed to this topic's recipient."""
+    ) -> list[tuple[ConsumerRecord, dict[str, Any], bool]]:
+        """The rows to apply, with whether each is a retraction: decoded (a payload that does
+        not decode is dead-lettered, never stored) and addressed to this topic's recipient."""
         out = []
         for tp, records in batch.items():
             expected = str(self._by_topic[tp.topic])
             for rec in records:
                 try:
-                    env = self._codec.decode(rec.value, DELIVERY)
-                    view = self._codec.decode(env["payload"], view_schema_name(env["view"]))
+                    kind = self._codec.writer_of(rec.value).name
+                    row = (self._retraction_row(rec) if kind == RETRACTION
+                           else self._delivery_row(rec))
                 except PlanrError as exc:
                     self.dead_letter(dead, rec, exc.reason, str(exc))
                     continue
-                if env["recipient"] != expected:
+                if row["recipient"] != expected:
                     self.dead_letter(dead, rec, "recipient_mismatch",
                                      "delivery addressed to another recipient")
                     continue
-                out.append((rec, {
-                    "delivery_id": env["delivery_id"], "recipient": env["recipient"],
-                    "event_id": env["event_id"], "rule": env["rule"],
-                    "rules": ",".join(env.get("rules") or ()),
-                    "policy_version": env["policy_version"], "routed_at": env["routed_at"],
-                    "view": env["view"], "payload": env["payload"],
-                    "topic_partition": rec.partition, "topic_offset": rec.offset,
-                    "content_hash": content_fingerprint(view),
-                }))
+                out.append((rec, row, kind == RETRACTION))
         return out
 
-
-async def read_stored(
-    db: Database,
-    codec: Codec,
-    recipient: Recipient,
-    after: tuple[int, int] | None = None,
-) -> list[tuple[tuple[int, int], dict[str, Any]]]:
-    """The stored deliveries of ``recipient`` in topic order (after a position), JSON-ready,
-    with the fields every inbox reader relies on (docs/operations.md)."""
-    t = inbox_deliveries
-    query = select(t).where(t.c.recipient == str(recipient))
-    if after is not None:
-        query = query.where(tuple_(t.c.topic_partition, t.c.topic_offset) > tuple_(*after))
-    query = query.order_by(t.c.topic_partition, t.c.topic_offset)
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(query)).mappings().all()
-    out = []
-    for r in rows:
-        item = {
-            "delivery_id": r["delivery_id"], "event_id": r["event_id"],
-            "recipient": r["recipient"], "rule": r["rule"],
-            "rules": [x for x in r["rules"].split(",") if x],
-            "policy_version": r["policy_version"], "routed_at": r["routed_at"],
-            "view": r["view"],
-            "payload": codec.decode(r["payload"], view_schema_name(r["view"])),
+    def _delivery_row(self, rec: ConsumerRecord) -> dict[str, Any]:
+        env = self._codec.decode(rec.value, DELIVERY)
+        view = self._codec.decode(env["payload"], view_schema_name(env["view"]))
+        return {
+            "delivery_id": env["delivery_id"], "recipient": env["recipient"],
+            "event_id": env["event_id"], "rule": env["rule"],
+            "rules": ",".join(env.get("rules") or ()),
+            "policy_version": env["policy_version"], "routed_at": env["routed_at"],
+            "view": env["view"], "payload": env["payload"],
+            "topic_partition": rec.partition, "topic_offset": rec.offset,
+            "content_hash": content_fingerprint(view), "version": env["version"],
+            "retracted_at": None, "retraction_reason": None,
         }
-        out.append(((r["topic_partition"], r["topic_offset"]), jsonable(item)))
-    return out
+
+    def _retraction_row(self, rec: ConsumerRecord) -> dict[str, Any]:
+        r = self._codec.decode(rec.value, RETRACTION)
+        return {
+            "delivery_id": r["delivery_id"], "recipient": r["recipient"],
+            "event_id": r["event_id"], "rule": "", "rules": "",
+            "policy_version": r["policy_version"], "routed_at": r["retracted_at"],
+            "view": "", "payload": None,
+            "topic_partition": rec.partition, "topic_offset": rec.offset,
+            "content_hash": None, "version": r["version"],
+            "retracted_at": r["retracted_at"], "retraction_reason": r["reason"],
+        }
 
 
 async def follow_inbox(

@@ -53,6 +53,11 @@ class StoreMetrics:
             ["consumer", "reason"],
             registry=registry,
         )
+        self.jib_expiring = Gauge(
+            "planr_jib_proposals_expiring",
+            "JIB proposals whose expiry is near and that are not yet decided.",
+            registry=registry,
+        )
         self.outbox_sent = Counter(
             "planr_outbox_sent",
             "Outbox messages acknowledged by the broker, by kind.",

@@ -6,12 +6,17 @@ Removal events, consultation audit records, OCAM requests and dead letters are w
 wire, with deterministic ids for the readers to deduplicate.
 
 The JIB's consensus process writes its decisions, its deliveries (one topic per party: the
-row's key is the recipient) and its audit records the same way. With a signer, each message
-is signed as it is sent, with the key of the process that sends it.
+row's key is the recipient) and its audit records the same way.
+
+With a signer, each message is signed as it is sent, with the key of the process that sends
+it (the projector's, the inbox service's, or a consultation's ``projector`` key). Services
+that share a store share its outbox table, so an outbox may be limited to some kinds: the
+inbox service sends dead letters only, never what the common database decided.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -69,8 +74,10 @@ class Outbox(Service):
         topics: Topics,
         metrics: StoreMetrics,
         signer: Signer | None = None,
+        kinds: Collection[str] | None = None,
     ) -> None:
         self._signer = signer
+        self._kinds = sorted(kinds) if kinds is not None else None
         self._topics = topics
         self._metrics = metrics
         self._conn = conn
@@ -87,14 +94,14 @@ class Outbox(Service):
         """Send every unsent row, wait for the acknowledgements, mark them sent."""
         await self.start()
         total = 0
+        unsent = select(outbox.c.message_id, outbox.c.kind, outbox.c.message_key,
+                        outbox.c.value).where(outbox.c.sent.is_(False))
+        if self._kinds is not None:
+            unsent = unsent.where(outbox.c.kind.in_(self._kinds))
         while True:
             async with db.engine.connect() as conn:
                 rows = (await conn.execute(
-                    select(outbox.c.message_id, outbox.c.kind, outbox.c.message_key,
-                           outbox.c.value)
-                    .where(outbox.c.sent.is_(False))
-                    .order_by(outbox.c.created_at, outbox.c.message_id)
-                    .limit(_FLUSH_ROWS)
+                    unsent.order_by(outbox.c.created_at, outbox.c.message_id).limit(_FLUSH_ROWS)
                 )).all()
             if not rows:
                 return total

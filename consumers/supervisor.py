@@ -11,10 +11,11 @@ from consumers.ftf.governance import AccessConfig
 from consumers.ftf.projector import Projector
 from consumers.inboxes import InboxService
 from consumers.metrics import StoreMetrics
-from consumers.outbox import Outbox
+from consumers.outbox import DEAD_LETTER_KIND, Outbox
 from consumers.store import Database
 from consumers.tracked import TrackedConsumer
 from planr.kafka import KafkaConnection
+from planr.signing import KeyRegistry, Signer
 from planr.topics import Topics
 from schemas.codec import Codec
 
@@ -53,16 +54,23 @@ async def start_store_services(
     codec: Codec,
     access: AccessConfig,
     metrics: StoreMetrics,
+    registry: KeyRegistry,
+    projector_signer: Signer,
+    inboxes_signer: Signer,
 ) -> StoreServices:
     """Start the projector (on the common database) and every inbox consumer (on the inboxes'
-    store), each with its outbox, on ``stack`` (which stops them in reverse order)."""
+    store), each with its outbox (signing with the service's own key), on ``stack`` (which
+    stops them in reverse order)."""
     services: list[TrackedConsumer] = []
-    outbox = await stack.enter_async_context(Outbox(conn=conn, topics=topics, metrics=metrics))
+    outbox = await stack.enter_async_context(
+        Outbox(conn=conn, topics=topics, metrics=metrics, signer=projector_signer))
     services.append(await stack.enter_async_context(
-        Projector(conn=conn, db=ftf_db, topics=topics, codec=codec, access=access, metrics=metrics,
-                  outbox=outbox)))
-    outbox = await stack.enter_async_context(Outbox(conn=conn, topics=topics, metrics=metrics))
+        Projector(conn=conn, db=ftf_db, topics=topics, codec=codec, access=access,
+                  metrics=metrics, registry=registry, outbox=outbox)))
+    outbox = await stack.enter_async_context(
+        Outbox(conn=conn, topics=topics, metrics=metrics, signer=inboxes_signer,
+               kinds=[DEAD_LETTER_KIND]))
     services.append(await stack.enter_async_context(
         InboxService(conn=conn, db=inbox_db, topics=topics, codec=codec, metrics=metrics,
-                     outbox=outbox)))
+                     registry=registry, outbox=outbox)))
     return StoreServices(services)

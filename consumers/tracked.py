@@ -5,6 +5,12 @@ and seeks to the offsets stored in the database (or to the beginning), then, for
 batch, writes its outputs *and* the next offsets in one database transaction. A crash at any
 point therefore loses nothing and applies nothing twice: after a restart the consumer
 resumes exactly after the last committed batch. Kafka commits are never used.
+
+Trust: before a subclass sees a batch, every record is checked against the key registry
+(:mod:`planr.signing`): it must be signed by a registered key of ``expected_owner`` (the
+router, for deliveries) valid at the batch's wall-clock time. A record that is not, or that
+has no value, is dead-lettered in the batch's transaction and changes nothing else; its offset
+is stored with the batch all the same.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.identity import CONFLICT, same_event
 from consumers.metrics import StoreMetrics
 from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
 from consumers.store import Database
+from consumers.store.tables import outbox as outbox_table
 from planr.errors import PlanrError
+from planr.identity import CONFLICT, same_event
 from planr.kafka import KafkaConnection, make_consumer
 from planr.loop import Batch, ConsumeLoop
+from planr.signing import ROUTER, KeyRegistry, SignatureError, verify_record
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
 from schemas.names import DEAD_LETTER
@@ -44,7 +52,8 @@ class ConsumerStats:
 
 
 class TrackedConsumer(ConsumeLoop):
-    """Base class: subclasses implement :meth:`handle` (writes in the given transaction)."""
+    """Base class: subclasses implement :meth:`handle` (writes in the given transaction),
+    which sees only records signed by ``expected_owner``, checked against ``registry``."""
 
     def __init__(
         self,
@@ -55,10 +64,14 @@ class TrackedConsumer(ConsumeLoop):
         codec: Codec,
         metrics: StoreMetrics,
         topics: Sequence[str],
+        registry: KeyRegistry,
+        expected_owner: str = ROUTER,
         outbox: Outbox | None = None,
         max_batch: int = 2000,
     ) -> None:
         self.name = name
+        self._registry = registry
+        self._expected_owner = expected_owner
         self._db = db
         self._codec = codec
         self._metrics = metrics
@@ -128,12 +141,41 @@ class TrackedConsumer(ConsumeLoop):
     async def _handle(self, batch: Batch) -> None:
         """The batch's writes and its next offsets, in one transaction (the commit rule: the
         offsets live in the database, committed with the outputs they cover)."""
+        dead: list[dict[str, Any]] = []
+        authentic = self._authentic(batch, dead)
         async with self._db.transaction() as conn:
-            await self.handle(conn, batch)
+            if dead:
+                await conn.execute(self._db.insert_ignore(outbox_table), dead)
+            if authentic:
+                await self.handle(conn, authentic)
             await self._db.save_offsets(
                 conn, self.name,
                 {(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in batch.items()},
             )
+
+    def _authentic(self, batch: Batch, dead: list[dict[str, Any]]) -> Batch:
+        """The records of ``batch`` signed by the expected owner; the others go to ``dead``."""
+        now = datetime.now(UTC)  # wall clock: record timestamps are not covered by signatures
+        out: Batch = {}
+        for tp, records in batch.items():
+            kept = []
+            for rec in records:
+                if rec.value is None:
+                    self.dead_letter(dead, rec, "undecodable", "record has no value (tombstone)")
+                    continue
+                try:
+                    verify_record(self._registry, rec.topic, rec.value, rec.headers, at=now,
+                                  expected_owner=self._expected_owner)
+                except SignatureError as exc:
+                    log.warning("store_consumer.unauthenticated", consumer=self.name,
+                                topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                detail_reason=exc.detail_reason, key_id=exc.key_id)
+                    self.dead_letter(dead, rec, exc.reason, exc.detail)
+                    continue
+                kept.append(rec)
+            if kept:
+                out[tp] = kept
+        return out
 
     async def _commit(self, batch: Batch) -> None:
         """Already committed with the outputs; then publish what the batch put in the outbox."""

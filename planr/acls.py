@@ -155,6 +155,7 @@ def _services(topics: Topics, router_group: str, aggregator_group: str) -> list[
     ftf_db = topics.delivery(Recipient(RecipientClass.FTF_DB))
     out = [
         *_read_topic(ROUTER, f"{topics.prefix}.ingress.", pre),
+        *_read_topic(ROUTER, topics.ftf_removals),  # retracts what it sent about a removed person
         *_group(ROUTER, router_group),
         *(e for c in INBOX_CLASSES for e in _write_topic(ROUTER, _class_prefix(topics, c), pre)),
         *_write_topic(ROUTER, ftf_db),

@@ -6,6 +6,9 @@ filling :meth:`AIOKafkaProducer.create_batch` builders amortises that over a who
 Partitions are chosen like the Java client's default partitioner (murmur2 of the key), so
 keyed records land where any other producer would put them; the hash is memoised because one
 signal yields many records with the same key.
+
+With a :class:`~planr.signing.Signer`, every record is signed once as it is added (its
+signature headers travel in the record batch).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from planr.errors import DeliveryError
+from planr.signing import Signer, sign_headers
 
 
 @lru_cache(maxsize=65_536)
@@ -28,8 +32,9 @@ def _hash(key: bytes) -> int:
 class BatchSender:
     """Collects records for one unit of work; :meth:`flush` sends and awaits them all."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, *, signer: Signer | None = None) -> None:
         self._producer = producer
+        self._signer = signer
         self._partitions: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
         self._sent: list[asyncio.Future[Any]] = []
@@ -46,16 +51,25 @@ class BatchSender:
             return parts[self._round_robin % len(parts)]
         return parts[_hash(key) % len(parts)]
 
-    async def add(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    async def add(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Add one record; with a signer, its signature headers follow ``headers``."""
+        if self._signer is not None:
+            headers = [*(headers or ()), *sign_headers(self._signer, topic, value)]
         partition = await self._partition(topic, key)
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:
             batch = self._open[slot] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
             self._sent.append(await self._producer.send_batch(batch, topic, partition=partition))
             batch = self._open[slot] = self._producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise DeliveryError(f"a record for {topic} is larger than a whole batch")
         self.records += 1
 

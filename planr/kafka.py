@@ -2,11 +2,14 @@
 
 Broker limitation (read this before changing producer settings): the embedded broker is
 Tansu, which implements produce/fetch, consumer groups and commits, but has **no idempotent
-producer and no transactions** (``InitProducerId`` fails). Every producer made here therefore
-sets ``enable_idempotence=False`` and never uses a ``transactional_id``. Our guarantees come
-from ``acks="all"``, committing consumer offsets only after every output is acknowledged
-(at-least-once), and deterministic ids that downstream sinks deduplicate on
-(effectively-once in every projection).
+producer and no transactions**: it lists ``InitProducerId`` among its APIs, yet answers it
+with an error. Producers made here enable idempotence only when
+:attr:`KafkaConnection.idempotence` is ``on``, or ``auto`` and a probe of the broker obtained
+a producer id (:func:`broker_supports_idempotence`); they never use a ``transactional_id``.
+Our guarantees do not depend on idempotence: they come from ``acks="all"``, committing
+consumer offsets only after every output is acknowledged (at-least-once), and deterministic
+ids that downstream sinks deduplicate on (effectively-once in every projection). Idempotence
+only spares the duplicates a producer's own retries would write.
 
 Security: :class:`KafkaConnection` carries SASL credentials (the password is a
 ``SecretStr`` and stays out of ``repr``, logs and error messages) and TLS files (CA bundle,
@@ -16,18 +19,29 @@ client certificate and key). Inconsistent combinations are refused with a
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.admin import ApiVersionRequest
+from aiokafka.protocol.transaction import InitProducerIdRequest
 from pydantic import SecretStr
 
 from planr.errors import UsageError
 
+log = structlog.get_logger(__name__)
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+IDEMPOTENCE_MODES = ("auto", "on", "off")
 SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 _SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
@@ -43,6 +57,9 @@ class KafkaConnection:
     broker's certificate against ``ssl_cafile`` (the system store when unset) and, unless
     ``ssl_check_hostname`` is off, its host name; ``ssl_certfile``/``ssl_keyfile`` (PEM) give
     a client certificate for brokers that require one.
+
+    ``idempotence`` is one of :data:`IDEMPOTENCE_MODES`: whether producers enable
+    idempotence (``auto``: when the broker grants a producer id; see :func:`make_producer`).
     """
 
     bootstrap_servers: str
@@ -59,10 +76,15 @@ class KafkaConnection:
     ssl_keyfile: Path | None = None
     ssl_key_password: SecretStr | None = field(default=None, repr=False)
     ssl_check_hostname: bool = True
+    idempotence: str = "off"
 
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
             raise UsageError("bootstrap_servers is empty")
+        if self.idempotence not in IDEMPOTENCE_MODES:
+            raise UsageError(
+                f"idempotence {self.idempotence!r} is not one of " + ", ".join(IDEMPOTENCE_MODES)
+            )
         if self.security_protocol not in SECURITY_PROTOCOLS:
             raise UsageError(
                 f"security_protocol {self.security_protocol!r} is not one of "
@@ -175,12 +197,64 @@ class KafkaConnection:
         return kwargs
 
 
+_INIT_PRODUCER_ID = 22  # the Kafka API key of InitProducerId
+_PROBE_TIMEOUT_S = 10.0
+_probed: dict[KafkaConnection, bool] = {}
+_probed_lock = threading.Lock()
+
+
+async def broker_supports_idempotence(conn: KafkaConnection) -> bool:
+    """Whether the brokers grant idempotent producers: they list ``InitProducerId`` among
+    their APIs *and* answer it with a producer id. False when they do not, or cannot be
+    asked (the caller then produces without idempotence, which is always safe here)."""
+    client = AIOKafkaClient(**conn.client_kwargs(), request_timeout_ms=5_000)
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT_S):
+            await client.bootstrap()
+            node = client.get_random_node()
+            if node is None:
+                return False
+            versions = await client.send(node, ApiVersionRequest())
+            if not any(key == _INIT_PRODUCER_ID for key, *_ in versions.api_versions):
+                return False
+            answer = await client.send(node, InitProducerIdRequest(None, 60_000))
+            return bool(answer.error_code == 0 and answer.producer_id >= 0)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("kafka.idempotence_probe_failed", error=type(exc).__name__)
+        raise
+    finally:
+        await client.close()
+
+
+def producer_idempotence(conn: KafkaConnection) -> bool:
+    """Whether producers on ``conn`` enable idempotence. ``auto`` probes the brokers once per
+    connection (a definite answer is kept; a failed probe means off, and is tried again by
+    the next producer). Blocking: the probe runs on its own event loop in a worker thread,
+    so this may be called from synchronous code and from inside a running loop alike."""
+    if conn.idempotence != "auto":
+        return conn.idempotence == "on"
+    with _probed_lock:
+        known = _probed.get(conn)
+    if known is not None:
+        return known
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="planr-probe") as pool:
+        try:
+            answer = pool.submit(asyncio.run, broker_supports_idempotence(conn)).result()
+        except (KafkaError, OSError, TimeoutError):
+            return False
+    with _probed_lock:
+        _probed[conn] = answer
+    log.info("kafka.idempotence", enabled=answer, mode="auto")
+    return answer
+
+
 def make_producer(conn: KafkaConnection, *, linger_ms: int = 5) -> AIOKafkaProducer:
-    """A producer that waits for all in-sync replicas; no idempotence (Tansu lacks it)."""
+    """A producer that waits for all in-sync replicas; idempotent per
+    :func:`producer_idempotence` (never on Tansu, which lacks it)."""
     return AIOKafkaProducer(
         **conn.client_kwargs(),
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=producer_idempotence(conn),
         compression_type="lz4",
         linger_ms=linger_ms,
         max_batch_size=256 * 1024,

@@ -44,6 +44,13 @@ HEADER_SIGNATURE: Final = "planr-sig"
 DOMAIN: Final = b"planr-bus/v1\x00"
 SIGNATURE_BYTES: Final = 64
 
+#: Key owners of the bus's own services; an agency's keys are owned by its agency id.
+ROUTER: Final = "router"
+PROJECTOR: Final = "projector"
+INBOXES: Final = "inboxes"
+AGGREGATOR: Final = "aggregator"
+SERVICE_OWNERS: Final = (ROUTER, PROJECTOR, INBOXES, AGGREGATOR)
+
 DetailReason = Literal["unsigned", "unknown_key", "expired_key", "bad_signature", "wrong_signer"]
 Headers = Sequence[tuple[str, bytes | None]]
 

@@ -66,6 +66,13 @@ class Metrics:
             ["recipient_class", "outcome"],
             registry=registry,
         )
+        self.retractions = Counter(
+            "planr_retractions",
+            "Retractions sent to recipients, by reason (withdrawn, not_entitled, "
+            "removed_from_database).",
+            ["reason"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "planr_dead_letters",
             "Records sent to the dead-letter topic, by reason.",
@@ -93,6 +100,35 @@ class Metrics:
         self.aggregates_emitted = Counter(
             "planr_ntf_aggregates_emitted",
             "Aggregate records emitted to the National Taskforce.",
+            registry=registry,
+        )
+        self._declare_runtime(registry)
+
+    def _declare_runtime(self, registry: CollectorRegistry) -> None:
+        """Denials by rule and the state of the running services."""
+        self.denials = Counter(
+            "planr_routing_denials",
+            "Deny decisions, by recipient class and deciding rule of the policy.",
+            ["recipient_class", "rule"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "planr_consumer_lag_records",
+            "Records not yet consumed (high watermark minus position), by consumer group "
+            "(or store consumer), topic and partition.",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.broker_connected = Gauge(
+            "planr_broker_connected",
+            "1 while the service's Kafka clients reach the brokers, 0 otherwise.",
+            ["service"],
+            registry=registry,
+        )
+        self.build_info = Gauge(
+            "planr_build_info",
+            "The planr-bus version and the policy version in force (value 1).",
+            ["version", "policy_version"],
             registry=registry,
         )
 

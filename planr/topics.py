@@ -18,7 +18,9 @@ Naming scheme (``<p>`` is the topic prefix, ``planr`` by default)::
                                    what the need-to-know policy routes to one JIB party
     <p>.audit.jib                  JIB routing decisions, refused votes, consultations
 
-One topic per recipient lets broker ACLs isolate each recipient.
+One topic per recipient lets broker ACLs isolate each recipient. :func:`provision` creates
+them with a replication factor and a ``min.insync.replicas`` given by the caller (production:
+3 and 2, so that an acknowledged record (``acks=all``) is on two brokers at least).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
 from planr.domain import Agency, Recipient, all_recipients
-from planr.errors import BrokerError, TopicError
+from planr.errors import BrokerError, TopicError, UsageError
 from planr.kafka import KafkaConnection, make_admin
 from planr.parties import TFL_PREFIX, all_parties, is_tfl, parse_party
 
@@ -139,10 +141,35 @@ def partitions_for(topics: Topics, name: str) -> int:
     return 1
 
 
+def check_replication(replication_factor: int, min_insync_replicas: int) -> None:
+    """Refuse a replication that cannot work: each at least 1, ISR minimum <= replicas."""
+    if replication_factor < 1:
+        raise UsageError(f"replication_factor must be at least 1, not {replication_factor}")
+    if min_insync_replicas < 1:
+        raise UsageError(f"min_insync_replicas must be at least 1, not {min_insync_replicas}")
+    if min_insync_replicas > replication_factor:
+        raise UsageError(f"min_insync_replicas {min_insync_replicas} exceeds replication_factor "
+                         f"{replication_factor}: no write with acks=all could succeed")
+
+
+def new_topic(topics: Topics, name: str, replication_factor: int,
+              min_insync_replicas: int) -> NewTopic:
+    """The creation request of one topic: its partitions, replicas and ISR minimum."""
+    return NewTopic(name, partitions_for(topics, name), replication_factor,
+                    topic_configs={"min.insync.replicas": str(min_insync_replicas)})
+
+
 async def provision(
-    conn: KafkaConnection, topics: Topics, names: Iterable[str] | None = None
+    conn: KafkaConnection,
+    topics: Topics,
+    names: Iterable[str] | None = None,
+    *,
+    replication_factor: int = 1,
+    min_insync_replicas: int = 1,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return the names created. Idempotent."""
+    """Create the topics that do not exist yet; return the names created. Idempotent: topics
+    that exist are left as they are (their replication is not changed)."""
+    check_replication(replication_factor, min_insync_replicas)
     wanted = list(names) if names is not None else topics.everything()
     admin = make_admin(conn)
     try:
@@ -157,14 +184,15 @@ async def provision(
         for i in range(0, len(missing), 100):
             chunk = missing[i : i + 100]
             response = await admin.create_topics(
-                [NewTopic(t, partitions_for(topics, t), 1) for t in chunk]
+                [new_topic(topics, t, replication_factor, min_insync_replicas) for t in chunk]
             )
             for name, code, *_ in response.topic_errors:
                 if code == 0:
                     created.append(name)
                 elif code != _TOPIC_ALREADY_EXISTS:
                     raise TopicError(f"could not create topic {name}: error code {code}")
-        log.info("topics.provisioned", created=len(created), existing=len(wanted) - len(missing))
+        log.info("topics.provisioned", created=len(created), existing=len(wanted) - len(missing),
+                 replication_factor=replication_factor, min_insync_replicas=min_insync_replicas)
         return created
     finally:
         await admin.close()

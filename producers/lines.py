@@ -11,7 +11,15 @@ from schemas.models import SignalIn, describe_errors
 def parse_signal_lines(lines: list[str], agency: Agency) -> tuple[list[SignalIn], list[str]]:
     """The valid signals, and one error per invalid line: its number and the field names that
     are wrong, never the values (they may be content). Blank lines are skipped."""
-    good: list[SignalIn] = []
+    numbered, errors = parse_numbered_signal_lines(lines, agency)
+    return [s for _, s in numbered], errors
+
+
+def parse_numbered_signal_lines(
+    lines: list[str], agency: Agency
+) -> tuple[list[tuple[int, SignalIn]], list[str]]:
+    """As :func:`parse_signal_lines`, each valid signal with its line number (from 1)."""
+    good: list[tuple[int, SignalIn]] = []
     errors: list[str] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -24,5 +32,5 @@ def parse_signal_lines(lines: list[str], agency: Agency) -> tuple[list[SignalIn]
         if s.agency is not None and s.agency is not agency:
             errors.append(f"line {number}: agency: does not match --agency {agency.value}")
             continue
-        good.append(s)
+        good.append((number, s))
     return good, errors

@@ -1,8 +1,10 @@
-"""The agency publisher: one per publishing service."""
+"""The agency publisher: one per publishing service; every signal it sends is signed with the
+agency's own key (:mod:`planr.signing`), which the router checks before anything else."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,17 +16,19 @@ from planr.domain import Agency
 from planr.errors import UsageError
 from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
+from planr.signing import Signer, sign_headers
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from schemas.codec import Codec
 from schemas.models import SignalIn
-from schemas.names import SIGNAL
+from schemas.names import SIGNAL, WITHDRAWAL
 
 log = structlog.get_logger(__name__)
 
 
 class Publisher(Service):
-    """Publishes an agency's signals to its ingress topic, keyed by subject id, ``acks=all``.
+    """Publishes an agency's signals to its ingress topic, keyed by subject id, ``acks=all``,
+    each signed by ``signer`` (a key owned by ``agency``; UsageError otherwise).
 
     ``start()``/``stop()`` or ``async with``; ``stop()`` is idempotent and flushes.
     """
@@ -37,8 +41,13 @@ class Publisher(Service):
         topics: Topics,
         codec: Codec,
         metrics: Metrics,
+        signer: Signer,
     ) -> None:
+        if signer.owner != agency.value:
+            raise UsageError(f"signer: key {signer.key_id} belongs to {signer.owner}, "
+                             f"not to the publishing agency {agency.value}")
         self.agency = agency
+        self._signer = signer
         self._topic = topics.ingress(agency)
         self._codec = codec
         self._metrics = metrics
@@ -60,7 +69,8 @@ class Publisher(Service):
     async def _enqueue(self, signal: SignalIn) -> asyncio.Future[Any]:
         value = self._codec.encode(SIGNAL, self._record(signal))
         fut: asyncio.Future[Any] = await self._producer.send(
-            self._topic, value=value, key=signal.subject.id.encode()
+            self._topic, value=value, key=signal.subject.id.encode(),
+            headers=sign_headers(self._signer, self._topic, value),
         )
         return fut
 
@@ -69,6 +79,18 @@ class Publisher(Service):
         await (await self._enqueue(signal))
         self._metrics.signals_published.labels(self.agency.value).inc()
         return str(signal.event_id)
+
+    async def withdraw(self, event_id: str, *, subject_id: str, version: int) -> None:
+        """Withdraw one of this agency's signals (every holder gets a retraction); waits for
+        the acknowledgement. ``version`` is the latest version published."""
+        record = {"event_id": str(uuid.UUID(event_id)), "agency": self.agency.value,
+                  "subject_id": subject_id, "version": version,
+                  "withdrawn_at": datetime.now(UTC)}
+        value = self._codec.encode(WITHDRAWAL, record)
+        await (await self._producer.send(self._topic, value=value, key=subject_id.encode(),
+                                         headers=sign_headers(self._signer, self._topic, value)))
+        log.info("publisher.withdrawn", agency=self.agency.value, event_id=record["event_id"],
+                 version=version)
 
     async def publish_many(self, signals: Iterable[SignalIn]) -> list[str]:
         """Publish many signals, pipelined; returns once every one is acknowledged."""

@@ -10,6 +10,10 @@ and its id is derived from (partition, block, cell): a re-emission after a resta
 same id and supersedes the earlier one (readers keep the latest per id and sum). Offsets are
 committed only up to the start of the oldest incomplete block, so a restart re-reads exactly
 the blocks whose counts are not final.
+
+Trust: a fact counts only if it is signed by a registered, valid ``router`` key; anything else
+is dead-lettered (``unauthenticated``). Every record the aggregator produces is signed with its
+own key (owner ``aggregator``).
 """
 
 from __future__ import annotations
@@ -26,9 +30,18 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from planr.domain import Recipient, RecipientClass
-from planr.errors import DeliveryError, PlanrError
+from planr.errors import DeliveryError, PlanrError, UsageError
 from planr.kafka import KafkaConnection, make_consumer, make_producer
 from planr.loop import Batch, ConsumeLoop
+from planr.signing import (
+    AGGREGATOR,
+    ROUTER,
+    KeyRegistry,
+    SignatureError,
+    Signer,
+    sign_headers,
+    verify_record,
+)
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from schemas.codec import Codec
@@ -49,6 +62,9 @@ class _Block:
 
 
 class Aggregator(ConsumeLoop):
+    """``registry``: the keys facts are checked against (owner ``router``); ``signer``: the
+    aggregator's own key (owner ``aggregator``, registered and valid now, else UsageError)."""
+
     def __init__(
         self,
         *,
@@ -56,10 +72,18 @@ class Aggregator(ConsumeLoop):
         topics: Topics,
         codec: Codec,
         metrics: Metrics,
+        registry: KeyRegistry,
+        signer: Signer,
         group_id: str = "planr-ntf-aggregator",
         interval: float = 5.0,
         block: int = 1000,
     ) -> None:
+        if signer.owner != AGGREGATOR:
+            raise UsageError(f"signer: key {signer.key_id} belongs to {signer.owner}, "
+                             f"not to the {AGGREGATOR}")
+        registry.check_signer(signer, at=datetime.now(UTC))
+        self._registry = registry
+        self._signer = signer
         self._topics = topics
         self._codec = codec
         self._metrics = metrics
@@ -118,11 +142,20 @@ class Aggregator(ConsumeLoop):
 
     async def _absorb(self, batch: Batch) -> None:
         pending = []
+        now = datetime.now(UTC)  # the batch's wall clock: record timestamps are not signed
         for tp, records in batch.items():
             for rec in records:
                 self._position[tp] = rec.offset + 1
+                if rec.value is None:
+                    pending.append(await self._dead_letter(rec, "undecodable", "tombstone"))
+                    continue
                 try:
+                    verify_record(self._registry, rec.topic, rec.value, rec.headers, at=now,
+                                  expected_owner=ROUTER)
                     fact = self._codec.decode(rec.value, NTF_FACT)
+                except SignatureError as exc:
+                    pending.append(await self._dead_letter(rec, exc.reason, exc.detail))
+                    continue
                 except (PlanrError, TypeError) as exc:
                     reason = getattr(exc, "reason", "undecodable")
                     pending.append(await self._dead_letter(rec, reason,
@@ -145,10 +178,19 @@ class Aggregator(ConsumeLoop):
         if pending:
             await asyncio.gather(*pending)
 
-    async def _dead_letter(self, rec: ConsumerRecord, reason: str, detail: str) -> Any:
+    async def _dead_letter(
+        self, rec: ConsumerRecord, reason: str, detail: str = "NtfFact could not be read"
+    ) -> Any:
         self._metrics.dead_letters.labels(reason).inc()
+        log.warning("aggregator.dead_letter", reason=reason, detail=detail, topic=rec.topic,
+                    partition=rec.partition, offset=rec.offset)
         value = self._codec.encode(DEAD_LETTER, dead_letter_record(rec, reason, detail))
-        return await self._producer.send(self._topics.dead_letter, value=value, key=rec.key)
+        return await self._send(self._topics.dead_letter, value, rec.key)
+
+    async def _send(self, topic: str, value: bytes, key: bytes | None) -> Any:
+        """Produce one record signed with the aggregator's key; the delivery future."""
+        return await self._producer.send(topic, value=value, key=key,
+                                         headers=sign_headers(self._signer, topic, value))
 
     async def flush(self) -> int:
         """Emit the counts of every changed block, then commit up to complete blocks."""
@@ -165,8 +207,7 @@ class Aggregator(ConsumeLoop):
                     "phenomenon": ph, "count": count, "policy_version": blk.policy_version,
                     "emitted_at": now,
                 })  # fmt: skip
-                pending.append(await self._producer.send(self._out, value=value,
-                                                         key=f"{period}|{arr}".encode()))
+                pending.append(await self._send(self._out, value, f"{period}|{arr}".encode()))
             blk.dirty = False
         try:
             await asyncio.gather(*pending)

@@ -48,6 +48,8 @@ class Facts:
     domains: frozenset[str]
     municipality: str
     arrondissement: str
+    location_kind: str  # "municipality" or "prison" (a prison counts as its commune)
+    ocam_decision: bool  # an `ocam` object with an action or a threat level
     named: frozenset[str]
 
     @classmethod
@@ -90,8 +92,17 @@ class Facts:
             domains=frozenset(signal["domains"]),
             municipality=place.municipality,
             arrondissement=place.arrondissement,
+            location_kind="municipality" if loc.get("prison") is None else "prison",
+            ocam_decision=_carries_ocam_decision(signal.get("ocam")),
             named=frozenset(named),
         )
+
+
+def _carries_ocam_decision(ocam: Mapping[str, Any] | None) -> bool:
+    """An ``ocam`` object decides something when it has an action or a threat level (whoever
+    sent it: the rules say whose decisions count)."""
+    return ocam is not None and (ocam.get("action") is not None
+                                 or ocam.get("threat_level") is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +125,13 @@ def _in_remit(remit: Remit, f: Facts) -> bool:
     )
 
 
-def _compile_conditions(c: Conditions, remits: Mapping[str, Remit]) -> list[Predicate]:  # noqa: PLR0912, PLR0915 - one branch per condition: the vocabulary, readable
+def _compile_conditions(c: Conditions, remits: Mapping[str, Remit]) -> list[Predicate]:
+    """One predicate per given condition (the vocabulary: docs/policy.md)."""
+    return [*_marking_predicates(c), *_signal_predicates(c), *_recipient_predicates(c, remits)]
+
+
+def _marking_predicates(c: Conditions) -> list[Predicate]:
+    """The owner's markings: classification, handling, TLP, grading, local sharing."""
     preds: list[Predicate] = []
     if c.classification_at_most is not None:
         top = c.classification_at_most.rank
@@ -137,6 +154,12 @@ def _compile_conditions(c: Conditions, remits: Mapping[str, Remit]) -> list[Pred
     if c.local_sharing is not None:
         flag = c.local_sharing
         preds.append(lambda f, r: f.local_sharing is flag)
+    return preds
+
+
+def _signal_predicates(c: Conditions) -> list[Predicate]:
+    """What the signal is about, where, from whom, and whether it carries OCAM's decision."""
+    preds: list[Predicate] = []
     if c.subject_kind is not None:
         kinds = frozenset(k.value for k in c.subject_kind)
         preds.append(lambda f, r: f.kind in kinds)
@@ -152,12 +175,24 @@ def _compile_conditions(c: Conditions, remits: Mapping[str, Remit]) -> list[Pred
     if c.agency is not None:
         ag = frozenset(a.value for a in c.agency)
         preds.append(lambda f, r: f.agency in ag)
+    if c.ocam_decision is not None:
+        decided = c.ocam_decision
+        preds.append(lambda f, r: f.ocam_decision is decided)
     if c.location_arrondissement is not None:
         arrs = frozenset(c.location_arrondissement)
         preds.append(lambda f, r: f.arrondissement in arrs)
     if c.location_municipality is not None:
         muns = frozenset(c.location_municipality)
         preds.append(lambda f, r: f.municipality in muns)
+    if c.location_kind is not None:
+        places = frozenset(c.location_kind)
+        preds.append(lambda f, r: f.location_kind in places)
+    return preds
+
+
+def _recipient_predicates(c: Conditions, remits: Mapping[str, Remit]) -> list[Predicate]:
+    """Conditions on the recipient too: its territory, its remit, whether it was named."""
+    preds: list[Predicate] = []
     if c.territory == "arrondissement":
         preds.append(_same_arrondissement)
     elif c.territory == "municipality":

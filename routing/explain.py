@@ -4,11 +4,12 @@ signal's summary or other free text."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from planr.domain import Agency
+from planr.domain import Agency, Recipient, RecipientClass
 from planr.errors import PlanrError, UsageError
-from routing.engine import DEFAULT_DENY, Decision, Facts
+from routing.engine import DEFAULT_DENY, Decision, Engine, Facts
 from routing.policy import AGGREGATE
 from routing.setup import RoutingSetup
 from schemas.models import SignalIn
@@ -70,3 +71,40 @@ def explanation(setup: RoutingSetup, facts: Facts, publisher: Agency) -> dict[st
         "location": {"municipality": facts.municipality, "arrondissement": facts.arrondissement},
         "decisions": [decision_json(d, setup, texts) for d in setup.engine.decide(facts)],
     }
+
+
+def database_denial(engine: Engine, signal: SignalIn, agency: Agency) -> Decision | None:
+    """For OCAM's decision on the common database (an ``ocam`` object with an action or a
+    threat level, published by OCAM): the policy's denial of ``ftf-db``, or None when the
+    decision reaches the database. None for every other signal."""
+    if agency is not Agency.OCAM:
+        return None
+    facts = Facts.of(signal.to_avro(agency))
+    if not facts.ocam_decision:
+        return None
+    decision = engine.decide_one(facts, Recipient(RecipientClass.FTF_DB))
+    return None if decision.allowed else decision
+
+
+def hold_back_lost_ocam_decisions(
+    numbered: Sequence[tuple[int, SignalIn]], agency: Agency, engine: Callable[[], Engine]
+) -> tuple[list[SignalIn], list[str]]:
+    """Split (line number, signal) pairs into the signals to publish and one error per OCAM
+    decision that the policy would deny to the common database: its line, ``ftf-db`` and the
+    deciding rule. Such a decision is held back rather than silently lost. The engine is
+    built only when there is an OCAM decision to check."""
+    if agency is not Agency.OCAM or all(s.ocam is None for _, s in numbered):
+        return [s for _, s in numbered], []
+    built = engine()
+    texts = {rule.id: rule.description for rule in built.policy.rules}
+    texts[DEFAULT_DENY] = DEFAULT_DENY_DESCRIPTION
+    keep: list[SignalIn] = []
+    errors: list[str] = []
+    for number, s in numbered:
+        denial = database_denial(built, s, agency)
+        if denial is None:
+            keep.append(s)
+        else:
+            errors.append(f"line {number}: ocam: this decision would not reach ftf-db: denied "
+                          f"by rule {denial.rule} ({texts[denial.rule]}); not published")
+    return keep, errors

@@ -90,7 +90,7 @@ class Remit(_Strict):
 
 _CONDITION_LISTS = ("handling", "tlp", "reliability", "subject_kind", "statuses_any",
                     "phenomena_any", "domains_any", "agency", "location_arrondissement",
-                    "location_municipality")
+                    "location_municipality", "location_kind")
 
 
 class Conditions(_Strict):
@@ -110,6 +110,8 @@ class Conditions(_Strict):
     agency: list[Agency] | None = None
     location_arrondissement: list[str] | None = None
     location_municipality: list[str] | None = None
+    location_kind: list[Literal["municipality", "prison"]] | None = None
+    ocam_decision: bool | None = None
     territory: Literal["arrondissement", "municipality"] | None = None
     remit: bool | None = None
     named: bool | None = None

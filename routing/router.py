@@ -1,10 +1,17 @@
-"""The routing consumer: ingress topics in, deliveries + audit + dead letters out.
+"""The routing consumer: ingress topics in, deliveries, retractions, audit and dead letters out.
 
-For each batch of ingress records the router decodes, checks authenticity (the agency a
-signal claims must own the ingress topic it arrived on), decides every candidate recipient,
-produces every delivery and audit record, waits until the broker has acknowledged all of them,
-and only then commits the batch's offsets (at-least-once). Delivery ids are deterministic, so
-downstream sinks deduplicate a replayed batch (effectively-once in every projection).
+For each batch of ingress records the router checks authenticity first (the record must be
+signed by a registered, valid key of the agency that owns the ingress topic; see
+:mod:`planr.signing`), decodes (a ``Signal`` or a ``Withdrawal``; the agency a record claims
+must own the ingress topic too), validates, loads what its ledger knows of the batch's events,
+decides what each record means for its event (:mod:`routing.lifecycle`), decides every
+candidate recipient, produces every delivery, retraction and audit record
+(:mod:`routing.emitter`), each signed with the router's own key, waits until the broker has
+acknowledged all of them, saves the events' new states in the ledger, and only then commits the
+batch's offsets (at-least-once on the wire; the ledger turns a replay into duplicates, and sinks
+deduplicate by delivery id: effectively-once in every projection). It also reads the common
+database's removals (signed by the projector), and retracts every event about a removed person
+from every holder.
 
 A record that cannot be processed goes to the dead-letter topic with a reason; the router
 never dies on a bad record.
@@ -12,10 +19,8 @@ never dies on a bad record.
 
 from __future__ import annotations
 
-import uuid
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,42 +28,57 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from planr.batching import BatchSender
-from planr.domain import Recipient
-from planr.errors import InvalidSignalError, PlanrError
+from planr.errors import InvalidSignalError, PlanrError, UsageError
+from planr.identity import content_fingerprint
 from planr.kafka import KafkaConnection, make_consumer, make_producer
 from planr.loop import Batch, ConsumeLoop
+from planr.signing import PROJECTOR, ROUTER, KeyRegistry, SignatureError, Signer, verify_record
 from planr.telemetry import Metrics
 from planr.topics import Topics
-from routing.engine import Engine, Facts, agency_label
+from routing.emitter import Emitter, RouterStats
+from routing.engine import Engine, Facts
+from routing.lifecycle import (
+    EventState,
+    Ledger,
+    Markings,
+    RetractionReason,
+    Verdict,
+    after_routing,
+    after_withdrawal,
+    judge_signal,
+    judge_withdrawal,
+)
 from routing.views import Views
 from schemas.codec import Codec
-from schemas.dead_letter import dead_letter_record
-from schemas.names import DEAD_LETTER, DELIVERY, NTF_FACT, ROUTING_DECISION, SIGNAL
+from schemas.names import FTF_REMOVAL, SIGNAL, WITHDRAWAL
 from schemas.validation import validate_signal_record
 
 log = structlog.get_logger(__name__)
 
-DELIVERY_NS = uuid.UUID("6f1c3a52-6d7e-4bd4-9a51-3e0d6c1f8a27")
-
-
-def delivery_id(event_id: str, recipient: Recipient, policy_version: str) -> str:
-    """Deterministic, so that a replayed batch yields the same ids for sinks to deduplicate."""
-    return str(uuid.uuid5(DELIVERY_NS, f"{event_id}|{recipient}|{policy_version}"))
+__all__ = ["Router", "RouterStats"]
 
 
 @dataclass
-class RouterStats:
-    records: int = 0
-    signals: int = 0
-    deliveries: Counter[str] = field(default_factory=Counter)
-    denials: Counter[str] = field(default_factory=Counter)
-    audits: int = 0
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    batches: int = 0
+class Admitted:
+    """A record that passed authentication, decoding and validation."""
+
+    rec: ConsumerRecord
+    kind: str  # SIGNAL, WITHDRAWAL or FTF_REMOVAL
+    record: dict[str, Any]
+    facts: Facts | None = None
+
+    @property
+    def event_id(self) -> str:
+        return str(self.record["event_id"])
 
 
 class Router(ConsumeLoop):
-    """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``."""
+    """Consume ingress topics and route. ``start()``/``stop()`` or ``async with``.
+
+    ``registry`` holds the public keys ingress records are checked against; ``signer`` is the
+    router's own key (owner ``router``, registered and valid now, else UsageError), which
+    signs every record the router produces.
+    """
 
     def __init__(
         self,
@@ -69,16 +89,27 @@ class Router(ConsumeLoop):
         views: Views,
         codec: Codec,
         metrics: Metrics,
+        registry: KeyRegistry,
+        signer: Signer,
+        ledger: Ledger,
         group_id: str = "planr-router",
         ingress: Iterable[str] | None = None,
         max_batch: int = 2000,
     ) -> None:
+        if signer.owner != ROUTER:
+            raise UsageError(f"signer: key {signer.key_id} belongs to {signer.owner}, "
+                             f"not to the {ROUTER}")
+        registry.check_signer(signer, at=datetime.now(UTC))
+        self._registry = registry
+        self._signer = signer
         self._topics = topics
         self._engine = engine
         self._views = views
         self._codec = codec
         self._metrics = metrics
+        self._ledger = ledger
         self._ingress = list(ingress) if ingress is not None else topics.all_ingress()
+        self._inputs = [*self._ingress, topics.ftf_removals]
         self._conn = conn
         self._group_id = group_id
         self._max_batch = max_batch
@@ -92,7 +123,7 @@ class Router(ConsumeLoop):
 
     async def _open(self) -> None:
         self._producer = make_producer(self._conn)
-        self._consumer = make_consumer(self._conn, *self._ingress, group_id=self._group_id,
+        self._consumer = make_consumer(self._conn, *self._inputs, group_id=self._group_id,
                                        max_records=self._max_batch)
         await self._producer.start()
         try:
@@ -126,19 +157,37 @@ class Router(ConsumeLoop):
         return stats
 
     async def _handle(self, batch: Batch) -> None:
-        """Decide and produce every output of the batch; return once all are acknowledged."""
-        out = BatchSender(self._producer)
-        published: list[datetime] = []
+        """Decide and produce every output of the batch, wait for every acknowledgement, save
+        the ledger; return only then (the commit follows)."""
+        # The batch's wall-clock time, not the record timestamps: those are set by the
+        # producer and not covered by the signature, so they cannot extend a key's validity.
         now = datetime.now(UTC)
-        for records in batch.values():
-            for rec in records:
-                published_at = await self._route_record(rec, now, out)
-                if published_at is not None:
-                    published.append(published_at)
-        await out.flush()  # DeliveryError: nothing is committed, the batch is redelivered
+        emit = Emitter(BatchSender(self._producer, signer=self._signer), topics=self._topics,
+                       codec=self._codec, views=self._views, engine=self._engine,
+                       metrics=self._metrics, stats=self.stats, now=now,
+                       counters=self._counters)
+        admitted = [a for recs in batch.values() for rec in recs
+                    if (a := await self._admit(rec, now, emit)) is not None]
+        states = await self._ledger.load(await self._events_of(admitted))
+        changed: dict[str, EventState] = {}
+        for a in admitted:
+            await self._apply(a, states, changed, emit)
+        await emit.out.flush()  # DeliveryError: nothing saved or committed, batch redelivered
+        await self._ledger.save(list(changed.values()), now)
         acked = datetime.now(UTC)
-        for p in published:
-            self._metrics.routing_latency.observe(max(0.0, (acked - p).total_seconds()))
+        for a in admitted:
+            if a.kind == SIGNAL:
+                published: datetime = a.record["published_at"]
+                self._metrics.routing_latency.observe(max(0.0, (acked - published)
+                                                          .total_seconds()))
+
+    async def _events_of(self, admitted: list[Admitted]) -> set[str]:
+        ids = {a.event_id for a in admitted if a.kind != FTF_REMOVAL}
+        for a in admitted:
+            if a.kind == FTF_REMOVAL:
+                a.record["events"] = await self._ledger.subject_events(a.record["subject_id"])
+                ids.update(a.record["events"])
+        return ids
 
     async def _commit(self, batch: Batch) -> None:
         """The commit rule: the next offset of every partition, once its outputs are acked."""
@@ -148,105 +197,109 @@ class Router(ConsumeLoop):
         self.stats.batches += 1
         self._metrics.batch_size.observe(count)
 
-    async def _route_record(
-        self, rec: ConsumerRecord, now: datetime, out: BatchSender
-    ) -> datetime | None:
+    async def _authentic(self, rec: ConsumerRecord, now: datetime, emit: Emitter) -> bool:
+        """Whether ``rec`` is signed by the owner of its topic (the agency of an ingress topic,
+        the projector for removals); if not, it is dead-lettered (``unauthenticated``, the
+        sub-reason and key id) and never decoded."""
+        agency = self._topics.agency_of_ingress(rec.topic)
+        owner = PROJECTOR if rec.topic == self._topics.ftf_removals else (
+            agency.value if agency is not None else None)
+        if owner is None:
+            await emit.dead_letter(rec, "agency_mismatch", "not an ingress topic")
+            return False
+        if rec.value is None:
+            await emit.dead_letter(rec, "undecodable", "record has no value (tombstone)")
+            return False
         try:
-            signal = self._codec.decode(rec.value, SIGNAL)
+            verify_record(self._registry, rec.topic, rec.value, rec.headers, at=now,
+                          expected_owner=owner)
+        except SignatureError as exc:
+            log.warning("router.unauthenticated", topic=rec.topic, partition=rec.partition,
+                        offset=rec.offset, detail_reason=exc.detail_reason, key_id=exc.key_id)
+            await emit.dead_letter(rec, exc.reason, exc.detail)
+            return False
+        return True
+
+    async def _admit(self, rec: ConsumerRecord, now: datetime,
+                     emit: Emitter) -> Admitted | None:
+        """Check and decode one record; a bad one is dead-lettered and ``None`` returned."""
+        if not await self._authentic(rec, now, emit):
+            return None
+        try:
+            if rec.topic == self._topics.ftf_removals:
+                return Admitted(rec, FTF_REMOVAL, self._codec.decode(rec.value, FTF_REMOVAL))
+            kind = self._ingress_kind(rec)
+            record = self._codec.decode(rec.value, kind)
             expected = self._topics.agency_of_ingress(rec.topic)
-            if expected is None or signal["agency"] != expected.value:
-                await self._dead_letter(rec, "agency_mismatch",
-                                        "claimed agency does not own this ingress topic",
-                                        out)
+            if expected is None or record["agency"] != expected.value:
+                await emit.dead_letter(rec, "agency_mismatch",
+                                       "claimed agency does not own this ingress topic")
                 return None
-            validate_signal_record(signal, now=now)
-            facts = Facts.of(signal)
+            if kind == WITHDRAWAL:
+                return Admitted(rec, kind, record)
+            validate_signal_record(record, now=now)
+            return Admitted(rec, kind, record, Facts.of(record))
         except InvalidSignalError as exc:  # the field path, never the value
-            await self._dead_letter(rec, exc.reason, exc.field or "(signal)", out)
-            return None
+            await emit.dead_letter(rec, exc.reason, exc.field or str(exc))
         except PlanrError as exc:
-            await self._dead_letter(rec, exc.reason, str(exc), out)
-            return None
+            await emit.dead_letter(rec, exc.reason, str(exc))
         except (KeyError, TypeError, ValueError) as exc:
-            await self._dead_letter(rec, "invalid_signal", type(exc).__name__, out)
-            return None
-        await self._decide_and_emit(signal, facts, now, out)
-        return signal["published_at"]  # type: ignore[no-any-return]
+            await emit.dead_letter(rec, "invalid_signal", type(exc).__name__)
+        return None
 
-    async def _decide_and_emit(
-        self, signal: dict[str, Any], facts: Facts, now: datetime, out: BatchSender
-    ) -> None:
-        engine, version = self._engine, self._engine.version
-        key = facts.event_id.encode()
-        for d in engine.decide(facts):
-            rid = str(d.recipient)
-            did: str | None = None
-            if d.allowed:
-                did = delivery_id(facts.event_id, d.recipient, version)
-                if d.view in self._views.aggregate_views:
-                    await out.add(self._topics.ntf_facts, self._ntf_fact(signal, facts, version),
-                                  key)
-                else:
-                    envelope = {
-                        "delivery_id": did,
-                        "event_id": facts.event_id,
-                        "recipient": rid,
-                        "rule": d.rule,
-                        "rules": list(d.rules),
-                        "policy_version": version,
-                        "routed_at": now,
-                        "view": d.view,
-                        "payload": self._views.render(d.view, signal),
-                    }
-                    await out.add(self._topics.delivery(d.recipient),
-                                  self._codec.encode(DELIVERY, envelope), key)
-                self.stats.deliveries[rid] += 1
-            else:
-                self.stats.denials[d.recipient.cls.value] += 1
-            audit = {
-                "event_id": facts.event_id,
-                "agency": facts.agency,
-                "recipient": rid,
-                "outcome": "allow" if d.allowed else "deny",
-                "rule": d.rule,
-                "rules": list(d.rules),
-                "policy_version": version,
-                "delivery_id": did,
-                "decided_at": now,
-            }
-            await out.add(self._topics.audit, self._codec.encode(ROUTING_DECISION, audit), key)
-            self.stats.audits += 1
-            self._decision_counter(d.recipient.cls.value, d.allowed).inc()
-        self.stats.signals += 1
-        self._metrics.signals_routed.labels(agency_label(facts.agency)).inc()
+    def _ingress_kind(self, rec: ConsumerRecord) -> str:
+        kind: str = self._codec.writer_of(rec.value).name
+        if kind not in (SIGNAL, WITHDRAWAL):
+            raise InvalidSignalError(f"a {kind} has no place on an ingress topic",
+                                     reason="unexpected_record")
+        return kind
 
-    def _decision_counter(self, cls_: str, allowed: bool) -> Any:
-        child = self._counters.get((cls_, allowed))
-        if child is None:
-            child = self._counters[(cls_, allowed)] = self._metrics.decisions.labels(
-                cls_, "allow" if allowed else "deny"
-            )
-        return child
+    async def _apply(self, a: Admitted, states: dict[str, EventState],
+                     changed: dict[str, EventState], emit: Emitter) -> None:
+        if a.kind == FTF_REMOVAL:
+            await self._removed(a, states, changed, emit)
+            return
+        state = states.get(a.event_id)
+        agency, version = a.record["agency"], int(a.record["version"])
+        if a.kind == WITHDRAWAL:
+            judged = judge_withdrawal(state, agency, version)
+        else:
+            fingerprint = content_fingerprint(a.record)
+            markings = Markings.of(a.record)
+            judged = judge_signal(state, agency, version, fingerprint, markings)
+        if judged.verdict in (Verdict.CONFLICT, Verdict.LOOSENED):
+            await emit.dead_letter(a.rec, judged.verdict.value, judged.detail)
+            return
+        if judged.verdict in (Verdict.DUPLICATE, Verdict.STALE):
+            self.stats.unchanged[judged.verdict.value] += 1
+            return
+        if judged.verdict is Verdict.WITHDRAW:
+            new, gone = after_withdrawal(state, event_id=a.event_id, agency=agency,
+                                         version=version)
+            await emit.retract(gone, event_id=a.event_id, version=new.version,
+                               reason=RetractionReason.WITHDRAWN.value)
+        else:
+            assert a.facts is not None
+            allowed = await emit.route(a.record, a.facts)
+            new, gone = after_routing(state, event_id=a.event_id, agency=agency,
+                                      subject_id=a.record["subject"]["id"], version=version,
+                                      fingerprint=fingerprint, markings=markings,
+                                      allowed=allowed)
+            await emit.retract(gone, event_id=a.event_id, version=version,
+                               reason=RetractionReason.NOT_ENTITLED.value)
+        states[a.event_id] = changed[a.event_id] = new
 
-    def _ntf_fact(self, signal: dict[str, Any], facts: Facts, version: str) -> bytes:
-        occurred: datetime = signal["occurred_at"]
-        return self._codec.encode(
-            NTF_FACT,
-            {
-                "event_id": facts.event_id,
-                "period": occurred.strftime("%Y-%m"),
-                "arrondissement": facts.arrondissement,
-                "phenomena": sorted(facts.phenomena),
-                "policy_version": version,
-            },
-        )
-
-    async def _dead_letter(
-        self, rec: ConsumerRecord, reason: str, detail: str, out: BatchSender
-    ) -> None:
-        record = dead_letter_record(rec, reason, detail)
-        await out.add(self._topics.dead_letter, self._codec.encode(DEAD_LETTER, record), rec.key)
-        self.stats.dead_letters[reason] += 1
-        self._metrics.dead_letters.labels(reason).inc()
-        log.warning("router.dead_letter", reason=reason, topic=rec.topic,
-                    partition=rec.partition, offset=rec.offset)
+    async def _removed(self, a: Admitted, states: dict[str, EventState],
+                       changed: dict[str, EventState], emit: Emitter) -> None:
+        """OCAM removed a person from the common database: every recipient holding data about
+        that person gets a retraction of those events."""
+        for event_id in a.record.get("events", ()):
+            state = states.get(event_id)
+            if state is None or state.subject_id != a.record["subject_id"]:
+                continue
+            gone = state.holders()
+            for h in gone:
+                h.active = False
+            await emit.retract(gone, event_id=event_id, version=state.version,
+                               reason=RetractionReason.REMOVED.value)
+            changed[event_id] = state

@@ -8,21 +8,25 @@ leaves nothing. Decided exactly, in this order:
 
 1. ``classification_above: tres_secret`` (nothing is above), or ``classification_at_most``
    at or below ``classification_above`` (no level is in both);
-2. ``location_municipality`` naming no commune of the listed ``location_arrondissement``;
+2. ``location_municipality`` naming no commune of the listed ``location_arrondissement``,
+   or ``location_kind: [prison]`` where those conditions leave no commune with a prison (a
+   prison counts as its commune);
 3. ``named: true`` when ``handling`` excludes H2 and ``tlp`` excludes red (a signal names
    recipients only with H2 or TLP red);
 4. ``except`` excluding every recipient of ``recipients``;
 5. ``territory``, per recipient the rule applies to: ``municipality`` holds only for the
    CSIL R of the signal's commune, ``arrondissement`` only for the TFL of the signal's
-   arrondissement and the CSIL R of its communes (both within the location conditions);
+   arrondissement and the CSIL R of its communes (both within the location conditions,
+   ``location_kind`` included);
 6. ``remit``, per recipient left: ``true`` holds only for a working group with a non-empty
    remit; ``false`` fails for a working group when a ``phenomena_any``, ``domains_any`` or
    ``statuses_any`` condition lists only values of its remit.
 
 Why this is exact: apart from the pairs above, each condition constrains a signal field of
 its own (any non-empty list of valid values can be met, and a signal may carry several
-phenomena, domains and statuses, or none), and per recipient ``territory`` reads only the
-location while ``remit`` reads only phenomena, domains and statuses. Empty lists are
+phenomena, domains and statuses, or none; ``ocam_decision`` reads the ``ocam`` object, which
+any service may send), and per recipient ``territory`` reads only the location while
+``remit`` reads only phenomena, domains and statuses. Empty lists are
 rejected before this check runs. Not considered, so never a reason to reject: whether a
 recipient is a candidate for the signals that match (a recipient its owner names always is).
 """
@@ -30,6 +34,7 @@ recipient is a candidate for the signals that match (a recipient its owner names
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import TYPE_CHECKING
 
 from planr import territory
@@ -68,12 +73,22 @@ def _classification_problem(c: Conditions) -> Problem | None:
     return None
 
 
-def _communes(c: Conditions) -> set[str]:
-    """The communes a matching signal can be located in."""
+@cache
+def _prison_communes() -> frozenset[str]:
+    """The communes that have a prison."""
+    places = (territory.resolve(prison=p) for p in territory.prison_ids())
+    return frozenset(place.municipality for place in places if place is not None)
+
+
+def _communes(c: Conditions, *, kind: bool = True) -> set[str]:
+    """The communes a matching signal can be located in (with ``kind``: ``location_kind``
+    considered too)."""
     muns = set(c.location_municipality or territory.municipality_ids())
     if c.location_arrondissement is not None:
         arrs = set(c.location_arrondissement)
         muns = {m for m in muns if territory.arrondissement_of(m) in arrs}
+    if kind and c.location_kind is not None and "municipality" not in c.location_kind:
+        muns &= _prison_communes()
     return muns
 
 
@@ -81,9 +96,12 @@ def _fact_problems(c: Conditions) -> list[Problem]:
     """Conditions that no signal meets, whoever the recipient."""
     problems = [p for p in [_classification_problem(c)] if p is not None]
     if c.location_municipality is not None and c.location_arrondissement is not None \
-            and not _communes(c):
+            and not _communes(c, kind=False):
         problems.append((("location_municipality",),
                          "none of these communes is in the listed location_arrondissement"))
+    elif c.location_kind is not None and not _communes(c):
+        problems.append((("location_kind",), "location_kind: [prison] and no prison is in "
+                         "the communes that the location conditions allow"))
     if c.named and not ((c.handling is None or Handling.H2 in c.handling)
                         or (c.tlp is None or Tlp.RED in c.tlp)):
         problems.append((("named",), "a signal names recipients only with handling H2 or "

@@ -4,7 +4,8 @@
   every marking), deterministic per seed;
 - :mod:`scenarios.builders`: one signal at a time, with overrides;
 - :mod:`scenarios.ftf`: histories for the common database, and the deliveries the router
-  would write for them.
+  would write for them (:func:`scenarios.keys.signed` gives them the router's signature);
+- :mod:`scenarios.keys`: throw-away signing keys, one per agency and service, with a registry.
 
 Summaries are synthetic placeholders, never real content.
 """

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from planr.domain import Agency
 from planr.kafka import KafkaConnection
+from planr.signing import Signer
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from producers.publisher import Publisher
@@ -82,14 +84,17 @@ async def publish_all(
     codec: Codec,
     metrics: Metrics,
     signals: list[tuple[Agency, SignalIn]],
+    *,
+    signers: Mapping[str, Signer],
 ) -> list[str]:
-    """Publish each signal as its agency; the event ids, grouped by agency."""
+    """Publish each signal as its agency, signed with ``signers[agency id]``; the event ids,
+    grouped by agency."""
     by_agency: dict[Agency, list[SignalIn]] = defaultdict(list)
     for agency, s in signals:
         by_agency[agency].append(s)
     ids: list[str] = []
     for agency, batch in by_agency.items():
         async with Publisher(conn=conn, agency=agency, topics=topics, codec=codec,
-                             metrics=metrics) as pub:
+                             metrics=metrics, signer=signers[agency.value]) as pub:
             ids.extend(await pub.publish_many(batch))
     return ids

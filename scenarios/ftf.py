@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from planr.domain import Agency, Recipient, RecipientClass
-from routing.router import delivery_id
+from routing.outputs import delivery_id
 from routing.setup import RoutingSetup
+from schemas.codec import Codec
 from schemas.models import SignalIn
-from schemas.names import DELIVERY
+from schemas.names import DELIVERY, RETRACTION
 
 #: OCAM twice: about a third of the history carries OCAM's decisions.
 FEEDERS = (Agency.OCAM, Agency.OCAM, Agency.VSSE, Agency.POLFED, Agency.POLLOC, Agency.AFFETR)
@@ -59,10 +60,11 @@ def routed_delivery(
     record: dict[str, Any] = s.to_avro(s.agency, published_at or s.occurred_at)
     version = setup.engine.version
     value: bytes = setup.codec.encode(DELIVERY, {
-        "delivery_id": delivery_id(record["event_id"], recipient, version),
+        "delivery_id": delivery_id(record["event_id"], recipient),
         "event_id": record["event_id"], "recipient": str(recipient), "rule": rule,
         "rules": [rule], "policy_version": version, "routed_at": record["published_at"],
         "view": view, "payload": setup.views.render(view, record),
+        "version": record["version"],
     })
     return value
 
@@ -78,3 +80,14 @@ def tfl_delivery(setup: RoutingSetup, s: SignalIn, arrondissement: str = "brusse
     """The delivery to a local taskforce's inbox."""
     return routed_delivery(setup, s, Recipient(RecipientClass.TFL, arrondissement),
                            rule="tfl-territory", view="tfl")
+
+
+def retraction_record(codec: Codec, *, delivery_id: str, event_id: str, recipient: Recipient,
+                      version: int, reason: str, at: datetime) -> bytes:
+    """The ``Retraction`` the router writes to take back a delivery."""
+    value: bytes = codec.encode(RETRACTION, {
+        "retraction_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{delivery_id}|{version}|{reason}")),
+        "delivery_id": delivery_id, "event_id": event_id, "recipient": str(recipient),
+        "version": version, "reason": reason, "policy_version": "test", "retracted_at": at,
+    })
+    return value

@@ -43,6 +43,7 @@ from schemas.validation import (
     Statuses,
     SubjectId,
     Summary,
+    Version,
     check_location,
     check_occurred_at,
     check_owner_control,
@@ -108,6 +109,7 @@ class SignalIn(_Strict):
     summary: Summary = ""
     ftf: Ftf | None = None
     ocam: OcamDecision | None = None
+    version: Version = 1
 
     @field_validator("occurred_at")
     @classmethod
@@ -157,6 +159,7 @@ class SignalIn(_Strict):
                 else {"situation": self.ftf.situation.value, "country": self.ftf.country}
             ),
             "ocam": None if self.ocam is None else self.ocam.model_dump(),
+            "version": self.version,
         }
 
 

@@ -29,3 +29,5 @@ NTF_AGGREGATE = f"{VIEW_NAMESPACE}.NtfAggregate"
 def view_schema_name(view: str) -> str:
     """The record name of a recipient view: ``csilr`` -> ``be.planr.view.CsilrView``."""
     return f"{VIEW_NAMESPACE}." + "".join(p.capitalize() for p in view.split("_")) + "View"
+WITHDRAWAL = "be.planr.Withdrawal"
+RETRACTION = "be.planr.Retraction"

@@ -131,6 +131,16 @@ def check_one_to_four(value: object) -> int:
     return value
 
 
+#: The highest version of one event: an owner corrects a signal a few times, not thousands.
+MAX_VERSION = 10_000
+
+
+def check_version(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_VERSION:
+        raise ValueError(f"must be an integer from 1 to {MAX_VERSION}")
+    return value
+
+
 def _is_recipient(value: str) -> bool:
     try:
         Recipient.parse(value)
@@ -205,6 +215,7 @@ EventId = Annotated[uuid.UUID, BeforeValidator(_event_id_in)]
 SubjectId = Annotated[str, AfterValidator(check_subject_id)]
 CountryCode = Annotated[str, AfterValidator(check_country)]
 OneToFour = Annotated[int, AfterValidator(check_one_to_four)]
+Version = Annotated[int, AfterValidator(check_version)]
 RecipientId = Annotated[str, AfterValidator(check_recipient_id)]
 Summary = Annotated[str, AfterValidator(check_summary)]
 Statuses = Annotated[list[Status], bounded(MAX_STATUSES, unique=True)]
@@ -314,6 +325,7 @@ def validate_signal_record(record: dict[str, Any], *, now: datetime | None = Non
     _at("summary", check_summary, _get(record, "summary"))
     _check_ftf(_get(record, "ftf"))
     _check_ocam(_get(record, "ocam"))
+    _at("version", check_version, record.get("version", 1))
     return record
 
 

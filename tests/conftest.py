@@ -7,18 +7,21 @@ own topic prefix (hence its own topics) and its own consumer group ids.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from consumers.ledger import StoreLedger
+from consumers.store import Database, sqlite_url
 from planr.broker import EmbeddedBroker
 from planr.kafka import KafkaConnection
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing import DEFAULT_POLICY
 from routing.setup import RoutingSetup, prepare
+from scenarios.keys import KeyRing, throwaway_keys
 from schemas.codec import Codec
 
 
@@ -65,6 +68,20 @@ def default_policy_path() -> Path:
     return DEFAULT_POLICY
 
 
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyRing:
+    """One throw-away signing key for every agency and every service (router, projector,
+    inboxes, aggregator), in a 0700 directory, with their registry: what agencies and the
+    bus's services hold in production."""
+    return throwaway_keys(tmp_path_factory.mktemp("signing") / "keys")
+
+
+def key_env(keys: KeyRing, owner: str) -> dict[str, str]:
+    """The environment a ``planr`` process signing as ``owner`` gets."""
+    return {"PLANR_KEY_REGISTRY": str(keys.registry_path),
+            "PLANR_SIGNING_KEY": str(keys.path(owner))}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that needs the broker carries the ``kafka`` marker, so that
     ``pytest -m "not kafka"`` is a real fast subset."""
@@ -74,3 +91,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if unmarked:
         raise pytest.UsageError("tests use the broker without the kafka marker: "
                                 + ", ".join(unmarked))
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[StoreLedger]:
+    """The router's ledger, in a fresh SQLite store of this test."""
+    async with Database(sqlite_url(tmp_path / "ledger", "ledger.db")) as db:
+        yield StoreLedger(db)

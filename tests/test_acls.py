@@ -112,7 +112,7 @@ def recipient_name(r: Recipient) -> str:
 #: principal -> (topics it reads, topics it writes); written from the design, not the code.
 SERVICES: dict[str, tuple[set[str], set[str]]] = {
     "User:planr-router": (
-        INGRESS,
+        INGRESS | {REMOVALS},  # it retracts what it sent about a person OCAM removed
         deliveries_of("tfl", "wg", "csilr") | {delivery("ftf-db"), AUDIT, FACTS, DEAD},
     ),
     "User:planr-aggregator": ({FACTS}, {delivery("ntf"), DEAD}),

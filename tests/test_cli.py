@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 
 from planr.broker import EmbeddedBroker, free_port
+from planr.signing import ROUTER, KeyRegistry
 from planr.topics import Topics
 from scenarios.builders import SECRET_SUMMARY, signal_json
+from scenarios.keys import KeyRing
+from tests.conftest import key_env
 
 pytestmark = pytest.mark.kafka  # every test here starts or uses a broker
 
@@ -26,7 +29,8 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 
 
 @pytest.fixture
-def env(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> dict[str, str]:
+def env(broker: EmbeddedBroker, topics: Topics, tmp_path: Path,
+        keys: KeyRing) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("PLANR_")}
     e.update({
         "PLANR_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
@@ -34,12 +38,23 @@ def env(broker: EmbeddedBroker, topics: Topics, tmp_path: Path) -> dict[str, str
         "PLANR_DATA_DIR": str(tmp_path / "data"),
         "PLANR_LOG_FORMAT": "json",
         "PLANR_ROUTER_GROUP": f"router-{uuid.uuid4().hex[:8]}",
+        **key_env(keys, ROUTER),
     })  # fmt: skip
     return e
 
 
+def agency_key(env: dict[str, str], agency: str) -> str:
+    """The agency's private key file: the one of the registry's key directory it owns."""
+    registry = Path(env["PLANR_KEY_REGISTRY"])
+    entry = next(e for e in KeyRegistry.load(registry).entries if e.owner == agency)
+    return str(registry.parent / f"{entry.id}.pem")
+
+
 def planr(env: dict[str, str], *args: str, stdin: str | None = None,
           timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``planr``; ``publish --agency X`` signs with X's key, like the agency would."""
+    if args[:2] == ("publish", "--agency") and "PLANR_KEY_REGISTRY" in env:
+        env = {**env, "PLANR_SIGNING_KEY": agency_key(env, args[2])}
     return subprocess.run([PLANR, *args], env=env, input=stdin, capture_output=True, text=True,
                           timeout=timeout, check=False)
 

@@ -17,9 +17,11 @@ from aiokafka import TopicPartition
 from prometheus_client import generate_latest
 
 from consumers.inbox import read_inbox
+from consumers.ledger import StoreLedger
 from consumers.reader import read_topic
 from planr.domain import Agency, Recipient, RecipientClass, all_recipients
 from planr.kafka import KafkaConnection, make_consumer
+from planr.signing import AGGREGATOR, ROUTER
 from planr.telemetry import Metrics, configure_logging
 from planr.topics import Topics, provision
 from routing.aggregator import Aggregator, totals
@@ -27,6 +29,7 @@ from routing.engine import Facts
 from routing.router import Router
 from routing.setup import RoutingSetup
 from scenarios.builders import SECRET_SUMMARY, publish_all
+from scenarios.keys import KeyRing
 from scenarios.signals import generate
 from schemas.codec import Codec
 from schemas.models import SignalIn
@@ -68,10 +71,12 @@ def _scenario() -> list[tuple[Agency, SignalIn]]:
 
 
 async def _route(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, metrics: Metrics,
-                 group_id: str, ntf_signals: int) -> None:
+                 group_id: str, ntf_signals: int, keys: KeyRing, ledger: StoreLedger) -> None:
     router = Router(conn=conn, topics=topics, engine=setup.engine, views=setup.views,
-                    codec=setup.codec, metrics=metrics, group_id=group_id)
+                    codec=setup.codec, metrics=metrics, registry=keys.registry,
+                    signer=keys.signer(ROUTER), group_id=group_id, ledger=ledger)
     aggregator = Aggregator(conn=conn, topics=topics, codec=setup.codec, metrics=metrics,
+                            registry=keys.registry, signer=keys.signer(AGGREGATOR),
                             group_id=f"{group_id}-ntf", interval=0.5)
     async with router, aggregator:
         counting = asyncio.create_task(aggregator.run())
@@ -143,7 +148,8 @@ async def _read_topics(conn: KafkaConnection, names: list[str]) -> dict[str, lis
 @pytest.mark.timeout(180)
 async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_offline(
     conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics, codec: Codec,
-    routing_setup: RoutingSetup, capsys: pytest.CaptureFixture[str],
+    routing_setup: RoutingSetup, capsys: pytest.CaptureFixture[str], keys: KeyRing,
+    ledger: StoreLedger,
 ):
     signals = _scenario()
     offline = Offline(routing_setup, signals)
@@ -153,8 +159,9 @@ async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_of
     configure_logging("json", "debug")
     try:
         await provision(conn, topics)  # every topic: ~0.2 s on the embedded broker
-        await publish_all(conn, topics, codec, metrics, signals)
-        await _route(conn, topics, routing_setup, metrics, group_id, offline.ntf_signals)
+        await publish_all(conn, topics, codec, metrics, signals, signers=keys.signers)
+        await _route(conn, topics, routing_setup, metrics, group_id, offline.ntf_signals, keys,
+                     ledger)
         inboxes = await _read_deliveries(conn, topics, codec)
         raw_audit = [rec.value async for rec in read_topic(conn, topics.audit)]
         raw_facts = [rec.value async for rec in read_topic(conn, topics.ntf_facts)]

@@ -14,12 +14,14 @@ from prometheus_client import CollectorRegistry
 
 from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
 from consumers.ftf.projector import Projector, load_fiches
-from consumers.inboxes import InboxService, read_stored
+from consumers.inbox_rows import read_stored
+from consumers.inboxes import InboxService
 from consumers.metrics import StoreMetrics
 from consumers.store import Database
 from consumers.store.tables import applied_events, inbox_deliveries, outbox
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.kafka import KafkaConnection
+from planr.signing import ROUTER, Signer
 from planr.topics import Topics
 from scenarios.builders import numbered_signal as signal
 from scenarios.ftf import ftf_delivery, tfl_delivery
@@ -50,34 +52,42 @@ async def _dead_reasons(db: Database, codec) -> list[str]:
 
 
 class Stream:
-    """Consecutive records of one topic, handed to a store-backed consumer batch by batch."""
+    """Consecutive records of one topic, signed by the router, handed to a store-backed
+    consumer batch by batch."""
 
-    def __init__(self, consumer, topic: str) -> None:
-        self.consumer, self.topic, self.offset = consumer, topic, 0
+    def __init__(self, consumer, topic: str, signer: Signer) -> None:
+        self.consumer, self.topic, self.offset, self.signer = consumer, topic, 0, signer
 
     async def __call__(self, *values: bytes) -> None:
-        batch = {TopicPartition(self.topic, 0): records(self.topic, list(values), self.offset)}
+        batch = {TopicPartition(self.topic, 0): records(self.topic, list(values), self.offset,
+                                                        self.signer)}
         self.offset += len(values)
         await self.consumer.process(batch)
 
 
 @pytest.fixture
-def projector(db, codec):
+def projector(db, codec, keys):
     return Projector(conn=NOWHERE, db=db, topics=TOPICS, codec=codec,
                      access=AccessConfig.load(DEFAULT_ACCESS_FILE),
-                     metrics=StoreMetrics(CollectorRegistry()))
+                     metrics=StoreMetrics(CollectorRegistry()), registry=keys.registry)
 
 
 @pytest.fixture
-def inbox(db, codec):
+def inbox(db, codec, keys):
     return InboxService(conn=NOWHERE, db=db, topics=TOPICS, codec=codec,
-                        metrics=StoreMetrics(CollectorRegistry()), recipients=[TFL])
+                        metrics=StoreMetrics(CollectorRegistry()), registry=keys.registry,
+                        recipients=[TFL])
+
+
+@pytest.fixture
+def router_key(keys):
+    return keys.signer(ROUTER)
 
 
 async def test_projector_skips_a_republished_event_with_the_same_content(
-    db, codec, projector, routing_setup
+    db, codec, projector, routing_setup, router_key
 ):
-    feed = Stream(projector, FTF_TOPIC)
+    feed = Stream(projector, FTF_TOPIC, router_key)
     s = signal(0)
     await feed(ftf_delivery(routing_setup, s))
     # the agency retried: same content, a later publication time
@@ -95,9 +105,9 @@ async def test_projector_skips_a_republished_event_with_the_same_content(
     pytest.param({"subject": "P-2"}, id="other-subject"),
 ])
 async def test_projector_dead_letters_an_event_id_reused_with_other_content(
-    db, codec, projector, routing_setup, reuser
+    db, codec, projector, routing_setup, router_key, reuser
 ):
-    feed = Stream(projector, FTF_TOPIC)
+    feed = Stream(projector, FTF_TOPIC, router_key)
     await feed(ftf_delivery(routing_setup, signal(0)))
     before = await _rows(db, applied_events)
     await feed(ftf_delivery(routing_setup, signal(0, **reuser)))  # same event id (n=0)
@@ -112,9 +122,9 @@ async def test_projector_dead_letters_an_event_id_reused_with_other_content(
 
 
 async def test_projector_conflict_within_one_batch_is_caught_too(
-    db, codec, projector, routing_setup
+    db, codec, projector, routing_setup, router_key
 ):
-    feed = Stream(projector, FTF_TOPIC)
+    feed = Stream(projector, FTF_TOPIC, router_key)
     await feed(ftf_delivery(routing_setup, signal(0)),
                ftf_delivery(routing_setup, signal(0, agency=Agency.POLFED)))
     assert await _dead_reasons(db, codec) == ["event_id_conflict"]
@@ -122,9 +132,9 @@ async def test_projector_conflict_within_one_batch_is_caught_too(
 
 
 async def test_inbox_skips_a_replay_and_dead_letters_a_reused_delivery_id(
-    db, codec, inbox, routing_setup
+    db, codec, inbox, routing_setup, router_key
 ):
-    feed = Stream(inbox, TFL_TOPIC)
+    feed = Stream(inbox, TFL_TOPIC, router_key)
     first = tfl_delivery(routing_setup, signal(0, agency=Agency.POLLOC))
     await feed(first, first)
     assert inbox.stats.duplicates == 1
@@ -135,13 +145,13 @@ async def test_inbox_skips_a_replay_and_dead_letters_a_reused_delivery_id(
 
 
 async def test_inbox_never_stores_a_payload_that_does_not_decode(
-    db, codec, inbox, routing_setup
+    db, codec, inbox, routing_setup, router_key
 ):
     good = tfl_delivery(routing_setup, signal(1, agency=Agency.POLLOC))
     envelope = codec.decode(good, DELIVERY)
     broken = codec.encode(DELIVERY, {**envelope, "delivery_id": "b" * 8 + envelope[
         "delivery_id"][8:], "payload": b"\xc3\x01not a view"})
-    await Stream(inbox, TFL_TOPIC)(broken, good)
+    await Stream(inbox, TFL_TOPIC, router_key)(broken, good)
     assert len(await _rows(db, inbox_deliveries)) == 1
     assert inbox.stats.bad == 1
     assert await _dead_reasons(db, codec) == ["unknown_schema"]  # C3 01 + no known schema

@@ -23,9 +23,11 @@ from consumers.store import Database
 from consumers.store.tables import outbox
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.kafka import KafkaConnection
+from planr.signing import ROUTER
 from planr.topics import Topics
 from scenarios.builders import numbered_signal as signal
 from scenarios.ftf import ftf_delivery
+from scenarios.keys import KeyRing
 from tests.test_store_helpers import BACKENDS, records, store_url
 
 ACCESS = {
@@ -39,23 +41,24 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 TOPIC = Topics("unit").delivery(Recipient(RecipientClass.FTF_DB))
 
 
-async def populate(db: Database, codec, setup) -> None:
+async def populate(db: Database, codec, setup, keys: KeyRing) -> None:
     """P-1 included by OCAM; P-2 only proposed by a feeding service (not visible)."""
     projector = Projector(conn=KafkaConnection("127.0.0.1:1"), db=db, topics=Topics("unit"),
                           codec=codec, access=AccessConfig(ACCESS),
-                          metrics=StoreMetrics(CollectorRegistry()))
+                          metrics=StoreMetrics(CollectorRegistry()), registry=keys.registry)
     values = [ftf_delivery(setup, s) for s in (
         signal(0, agency=Agency.OCAM, statuses=("FTF", "CTE"),
                ocam={"action": "include", "threat_level": 3}),
         signal(1, subject="P-2", agency=Agency.OCAM),
     )]
-    await projector.process({TopicPartition(TOPIC, 0): records(TOPIC, values)})
+    await projector.process({TopicPartition(TOPIC, 0): records(TOPIC, values, 0,
+                                                               keys.signer(ROUTER))})
 
 
 @pytest.fixture(params=BACKENDS)
-async def db(request, tmp_path, codec, routing_setup):
+async def db(request, tmp_path, codec, routing_setup, keys):
     async with store_url(request.param, tmp_path) as url, Database(url) as database:
-        await populate(database, codec, routing_setup)
+        await populate(database, codec, routing_setup, keys)
         yield database
 
 
@@ -119,12 +122,12 @@ def keep_logging():
 
 
 @pytest.mark.usefixtures("keep_logging")
-def test_cli_consultation_no_oracle_and_audit(tmp_path, codec, routing_setup):
+def test_cli_consultation_no_oracle_and_audit(tmp_path, codec, routing_setup, keys):
     url = f"sqlite+aiosqlite:///{tmp_path / 'ftf.db'}"
 
     async def setup() -> None:
         async with Database(url) as db:
-            await populate(db, codec, routing_setup)
+            await populate(db, codec, routing_setup, keys)
 
     asyncio.run(setup())
     access = tmp_path / "access.yaml"

@@ -13,14 +13,18 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumers.inboxes import InboxService, read_stored
+from consumers.inbox_rows import read_stored
+from consumers.inboxes import InboxService
 from consumers.metrics import StoreMetrics
 from consumers.store import Database, sqlite_url
 from planr.domain import Agency, Recipient, RecipientClass
+from planr.signing import ROUTER
 from planr.topics import provision
-from routing.router import delivery_id
+from routing.outputs import delivery_id
 from scenarios.builders import numbered_signal as signal
+from scenarios.keys import KeyRing
 from schemas.names import DELIVERY
+from tests.conftest import key_env
 from tests.test_projector_kill import produce
 
 pytestmark = pytest.mark.kafka
@@ -33,7 +37,7 @@ def delivery(setup, n: int, recipient: Recipient, view: str) -> bytes:
     s = signal(n, agency=Agency.POLLOC)
     rec = s.to_avro(Agency.POLLOC, s.occurred_at)
     value: bytes = setup.codec.encode(DELIVERY, {
-        "delivery_id": delivery_id(rec["event_id"], recipient, setup.engine.version),
+        "delivery_id": delivery_id(rec["event_id"], recipient),
         "event_id": rec["event_id"], "recipient": str(recipient), "rule": "r",
         "rules": ["r"], "policy_version": setup.engine.version,
         "routed_at": rec["published_at"], "view": view,
@@ -42,17 +46,20 @@ def delivery(setup, n: int, recipient: Recipient, view: str) -> bytes:
     return value
 
 
-async def test_inboxes_store_each_delivery_once(conn, topics, routing_setup, tmp_path):
+async def test_inboxes_store_each_delivery_once(conn, topics, routing_setup, tmp_path,
+                                                keys: KeyRing):
     names = [topics.delivery(TFL), topics.delivery(CSILR), topics.dead_letter]
     await provision(conn, topics, names)
     tfl = [delivery(routing_setup, n, TFL, "tfl") for n in range(50)]
     csilr = [delivery(routing_setup, n, CSILR, "csilr") for n in range(10)]
-    await produce(conn, names[0], [*tfl, *tfl[:5], b"junk"])  # replays and a bad record
-    await produce(conn, names[1], csilr)
+    router = keys.signer(ROUTER)
+    # replays and a bad record
+    await produce(conn, names[0], [*tfl, *tfl[:5], b"junk"], router)
+    await produce(conn, names[1], csilr, router)
     url = sqlite_url(tmp_path)
     env = {**os.environ, "PLANR_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
            "PLANR_TOPIC_PREFIX": topics.prefix, "PLANR_INBOX_DB_URL": url,
-           "PLANR_LOG_LEVEL": "warning"}
+           "PLANR_LOG_LEVEL": "warning", **key_env(keys, ROUTER)}
 
     def inbox(recipient: Recipient) -> list[dict[str, Any]]:
         out = subprocess.run([PLANR, "inbox", str(recipient), "--json"], env=env,
@@ -66,7 +73,7 @@ async def test_inboxes_store_each_delivery_once(conn, topics, routing_setup, tmp
     assert first[0]["recipient"] == "tfl:brussel"
     assert first[0]["payload"]["subject"]["id"] == "P-1"
     assert "summary" in first[0]["payload"]  # the tfl view, decoded from the store
-    await produce(conn, names[0], [delivery(routing_setup, 50, TFL, "tfl")])
+    await produce(conn, names[0], [delivery(routing_setup, 50, TFL, "tfl")], router)
     second = await asyncio.to_thread(inbox, TFL)
     assert second[:50] == first
     assert len(second) == 51
@@ -74,7 +81,8 @@ async def test_inboxes_store_each_delivery_once(conn, topics, routing_setup, tmp
     metrics = StoreMetrics(CollectorRegistry())
     async with Database(url) as db:
         async with InboxService(conn=conn, db=db, topics=topics, codec=routing_setup.codec,
-                                metrics=metrics, recipients=[TFL, CSILR]) as service:
+                                metrics=metrics, registry=keys.registry,
+                                recipients=[TFL, CSILR]) as service:
             stats = await service.run(until_idle=1.0)
         assert service.stored == 10  # TFL was already caught up by 'planr inbox'
         assert stats.records == 10

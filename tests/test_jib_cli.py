@@ -24,6 +24,7 @@ from consumers.jib.panels import DEFAULT_PANELS_FILE, Panels
 from consumers.store import sqlite_url
 from consumers.store.tables import jib_consultations
 from planr.parties import JIB_OWNER
+from planr.signing import KeyRegistry
 from planr.topics import provision
 from scenarios.jib import SECRET_GROUNDS, jib_keys
 
@@ -208,3 +209,16 @@ def test_run_demo_summary_shows_jib_proposals_adopted_rejected_and_expired(tmp_p
     for reason in ("already_voted", "decided", "not_required"):
         assert re.search(rf"^\s+{reason}\s+1$", out, re.MULTILINE), reason
     assert SECRET_GROUNDS not in out + done.stderr
+
+
+@pytest.mark.parametrize("owner", ["tfl:brussel", "jib"])
+def test_keys_generate_makes_keys_for_local_taskforces_and_the_jib(tmp_path, owner):
+    env = {k: None for k in os.environ if k.startswith("PLANR_")} | {
+        "PLANR_DATA_DIR": str(tmp_path / "data")}
+    r = CliRunner().invoke(app, ["keys", "generate", "--owner", owner], env=env)
+    assert r.exit_code == 0, r.output
+    registry = KeyRegistry.load(tmp_path / "data" / "keys" / "registry.yaml")
+    assert [e.owner for e in registry.entries] == [owner]
+    bad = CliRunner().invoke(app, ["keys", "generate", "--owner", "tfl:atlantis"], env=env)
+    assert bad.exit_code == 2
+    assert "tfl:<arrondissement>" in bad.output

@@ -5,7 +5,7 @@ boundaries that change nothing."""
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -44,10 +44,12 @@ def keys(tmp_path_factory):
     return jib_keys(tmp_path_factory.mktemp("keys") / "keys", owners)
 
 
-def consensus(db: Database, codec, keys) -> JibConsensus:
+def consensus(db: Database, codec, keys, registry: CollectorRegistry | None = None
+              ) -> JibConsensus:
     policy = Policy.load(DEFAULT_POLICY)
+    metrics = StoreMetrics(registry or CollectorRegistry())
     return JibConsensus(conn=KafkaConnection("127.0.0.1:1"), db=db, topics=TOPICS, codec=codec,
-                        metrics=StoreMetrics(CollectorRegistry()), registry=keys.registry,
+                        metrics=metrics, registry=keys.registry,
                         panels=PANELS, routing=JibRouting(policy.document.jib, policy.version))
 
 
@@ -115,3 +117,18 @@ async def test_batch_boundaries_change_nothing(tmp_path, codec, keys):
             dumps.append(await dump(db))
     assert len(dumps[0]["jib_decisions"]) == 60
     assert dumps[0] == dumps[1] == dumps[2]
+
+
+async def test_the_expiry_gauge_counts_open_proposals_due_within_a_day(tmp_path, codec, keys):
+    now = datetime.now(UTC)
+    soon = proposal("tfl:brussel", "brussel", "P-1", "insert", at=now, deadline=now + 2 * H)
+    later = proposal("tfl:brussel", "brussel", "P-2", "insert", at=now,
+                     deadline=now + timedelta(days=5))
+    decided = proposal("vsse", "brussel", "P-3", "insert", at=now, deadline=now + H)
+    steps = [("tfl:brussel", JIB_PROPOSAL, soon), ("tfl:brussel", JIB_PROPOSAL, later),
+             ("vsse", JIB_PROPOSAL, decided),
+             ("ocam", JIB_VOTE, vote(decided["proposal_id"], "ocam", "object", now))]
+    async with Database(sqlite_url(tmp_path, "jib.db")) as db:
+        registry = CollectorRegistry()
+        await feed(consensus(db, codec, keys, registry), signed(codec, keys, steps), 10)
+    assert registry.get_sample_value("planr_jib_proposals_expiring") == 1

@@ -28,7 +28,7 @@ from planr.domain import (
 )
 from routing.engine import DEFAULT_DENY, Facts
 from routing.setup import RoutingSetup
-from schemas.models import Location, SignalIn, Subject
+from schemas.models import Location, OcamDecision, SignalIn, Subject
 
 MARKER = "CONTENT-7f3a"  # in every generated summary; must not leave through a minimised view
 
@@ -79,27 +79,48 @@ def owner_restricted(s: SignalIn) -> bool:
     return s.handling.value == "H2" or s.tlp.value == "red"
 
 
+def in_prison(s: SignalIn) -> bool:
+    return s.location.prison is not None
+
+
+def common_reading(s: SignalIn) -> bool:
+    """What every service with consult access to the common database (the Ministère public
+    included) may see: unclassified, handling H0, not TLP red nor amber+strict."""
+    return (s.classification.value == "unclassified" and s.handling.value == "H0"
+            and s.tlp.value not in {"red", "amber+strict"})
+
+
+def ocam_decides(agency: Agency, s: SignalIn) -> bool:
+    """OCAM's own decision on the database: an inclusion, a removal or a threat level."""
+    return agency is Agency.OCAM and s.ocam is not None and (
+        s.ocam.action is not None or s.ocam.threat_level is not None)
+
+
 def lawful(s: SignalIn, recipient: str) -> bool:
-    """The legal constraints: what no policy may ever deliver."""
+    """The legal constraints: what no policy may ever deliver. The NTF receives counts only,
+    which reveal no content, so no marking keeps a signal from being counted."""
     cls, _, key = recipient.partition(":")
     commune, arrondissement = where(s)
-    if owner_restricted(s) and recipient not in s.named_recipients:
-        return False
-    if s.tlp.value == "amber+strict" and cls != "tfl":
+    if cls == "ntf":
+        return True
+    owner_allows = ((not owner_restricted(s) or recipient in s.named_recipients)
+                    and (s.tlp.value != "amber+strict" or cls == "tfl"))
+    if not owner_allows:
         return False
     if cls == "csilr":
-        return s.classification.value == "unclassified" and s.local_sharing and key == commune
+        return (s.classification.value == "unclassified" and s.local_sharing
+                and key == commune and not in_prison(s))
     if cls == "ftf-db":
-        return s.classification.value == "unclassified"
+        return common_reading(s)
     if cls == "tfl":
         return key == arrondissement
     return True
 
 
-def entitled(s: SignalIn) -> set[str]:
+def entitled(agency: Agency, s: SignalIn) -> set[str]:
     """What the default policy means to deliver (docs/design.md and the policy's intent)."""
     commune, arrondissement = where(s)
-    out = {"ntf"}
+    out = set()
     if level(s) <= LEVELS.index(TFL_CEILING):
         out.add(f"tfl:{arrondissement}")
     if level(s) <= LEVELS.index(WG_CEILING):
@@ -107,16 +128,17 @@ def entitled(s: SignalIn) -> set[str]:
                   "phenomena": {p.value for p in s.phenomena},
                   "statuses": {x.value for x in s.subject.statuses}}
         out |= {f"wg:{wg}" for wg, (kind, value) in REMIT.items() if value in values[kind]}
-    if s.classification.value == "unclassified" and s.local_sharing:
+    if s.classification.value == "unclassified" and s.local_sharing and not in_prison(s):
         out.add(f"csilr:{commune}")
-    if (s.classification.value == "unclassified" and s.subject.kind.value == "person"
-            and DATABASE_STATUSES & {x.value for x in s.subject.statuses}):
+    about_a_listed_person = (s.subject.kind.value == "person"
+                             and DATABASE_STATUSES & {x.value for x in s.subject.statuses})
+    if common_reading(s) and (about_a_listed_person or ocam_decides(agency, s)):
         out.add("ftf-db")
     if owner_restricted(s):
         out &= set(s.named_recipients)
     if s.tlp.value == "amber+strict":
         out = {r for r in out if r.startswith("tfl:")}
-    return out
+    return out | {"ntf"}  # counts over every signal, whatever its markings
 
 
 # ---- random signals ------------------------------------------------------------------------
@@ -132,8 +154,22 @@ def _unique(values: Any, n: int) -> st.SearchStrategy[list[Any]]:
     return st.lists(st.sampled_from(list(values)), unique=True, max_size=n)
 
 
+# OCAM's decision object: any mix of action, threat level and basis (all None: no decision).
+ocam_objects = st.builds(
+    OcamDecision,
+    action=st.sampled_from([None, "include", "remove"]),
+    threat_level=st.one_of(st.none(), st.integers(1, 4)),
+    basis=st.sampled_from([None, "serious_indications", "established"]),
+)
+# OCAM half of the time: its decisions are what the database rules turn on.
+publishers = st.one_of(st.just(Agency.OCAM), st.sampled_from(list(Agency)))
+maybe_ocam_objects = st.none() | ocam_objects
+
+
 @st.composite
-def signals(draw: st.DrawFn) -> tuple[Agency, SignalIn]:
+def signals(draw: st.DrawFn, publisher: st.SearchStrategy[Agency] = publishers,
+            ocam: st.SearchStrategy[OcamDecision | None] = maybe_ocam_objects,
+            ) -> tuple[Agency, SignalIn]:
     if draw(st.booleans()):
         location = Location(municipality=draw(communes))
     else:
@@ -165,8 +201,9 @@ def signals(draw: st.DrawFn) -> tuple[Agency, SignalIn]:
         local_sharing=draw(st.booleans()),
         named_recipients=named,
         summary=f"{MARKER} {draw(st.text(max_size=20))}",
+        ocam=draw(ocam),
     )
-    return draw(st.sampled_from(list(Agency))), signal
+    return draw(publisher), signal
 
 
 PROPERTY = settings(max_examples=400, deadline=None,
@@ -191,7 +228,7 @@ def test_the_default_policy_delivers_exactly_the_reference_entitlement(
     agency, s = drawn
     decisions = routing_setup.engine.decide(Facts.of(s.to_avro(agency)))
     allowed = {str(d.recipient) for d in decisions if d.allowed}
-    want = entitled(s)
+    want = entitled(agency, s)
     assert want <= allowed, f"entitled but not delivered: {sorted(want - allowed)}"
     assert allowed <= want, f"delivered beyond the reference: {sorted(allowed - want)}"
 
@@ -204,7 +241,7 @@ def test_every_decision_names_its_rules_once_per_candidate(routing_setup: Routin
     decisions = routing_setup.engine.decide(Facts.of(s.to_avro(agency)))
     recipients = [str(d.recipient) for d in decisions]
     assert len(recipients) == len(set(recipients)), "one decision (and audit) per candidate"
-    assert set(recipients) >= entitled(s) | set(s.named_recipients)
+    assert set(recipients) >= entitled(agency, s) | set(s.named_recipients)
     for d in decisions:
         assert d.rule
         assert d.rules[0] == d.rule
@@ -234,3 +271,24 @@ def test_views_never_carry_a_field_outside_the_view(routing_setup: RoutingSetup,
             k: record[k] for k in ("event_id", "location")}
         if "summary" not in listed:
             assert MARKER.encode() not in payload
+
+
+# OCAM's decisions, drawn with every marking: the database gets each one the common reading
+# allows, whatever the subject and its statuses, and a forbid names why it gets no other.
+ocam_decisions = ocam_objects.filter(lambda o: o.action is not None or o.threat_level is not None)
+
+
+@PROPERTY
+@given(signals(publisher=st.just(Agency.OCAM), ocam=ocam_decisions))
+def test_an_ocam_decision_reaches_the_database_whatever_the_statuses_unless_a_forbid_denies(
+    routing_setup: RoutingSetup, drawn
+):
+    agency, s = drawn
+    effects = {r.id: r.effect for r in routing_setup.policy.rules}
+    (db,) = [d for d in routing_setup.engine.decide(Facts.of(s.to_avro(agency)))
+             if str(d.recipient) == "ftf-db"]
+    assert db.allowed is common_reading(s), (db.rule, s.classification, s.handling, s.tlp)
+    if db.allowed:
+        assert "ftf-db-ocam-decisions" in db.rules
+    else:
+        assert all(effects[r] == "forbid" for r in db.rules)

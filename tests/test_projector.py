@@ -23,10 +23,12 @@ from consumers.store import Database
 from consumers.store.tables import applied_events, contributions, governance_audit, outbox
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.kafka import KafkaConnection
+from planr.signing import ROUTER, KeyRegistry, Signer
 from planr.topics import Topics
 from scenarios.builders import T0
 from scenarios.builders import numbered_signal as signal
 from scenarios.ftf import ftf_delivery
+from scenarios.keys import KeyRing
 from schemas import AVRO_DIR
 from schemas.codec import Codec, SchemaStore, load_schema_file
 from schemas.names import FTF_REMOVAL, SIGNAL
@@ -44,31 +46,35 @@ async def db(request, tmp_path):
 
 
 @pytest.fixture
-def projector(db, codec):
-    return make_projector(db, codec, AccessConfig.load(DEFAULT_ACCESS_FILE))
+def projector(db, codec, keys):
+    return make_projector(db, codec, AccessConfig.load(DEFAULT_ACCESS_FILE), keys.registry)
 
 
-def make_projector(db: Database, codec: Codec, access: AccessConfig) -> Projector:
+def make_projector(db: Database, codec: Codec, access: AccessConfig,
+                   registry: KeyRegistry) -> Projector:
     return Projector(conn=KafkaConnection("127.0.0.1:1"), db=db, topics=TOPICS, codec=codec,
-                     access=access, metrics=StoreMetrics(CollectorRegistry()))
+                     access=access, metrics=StoreMetrics(CollectorRegistry()),
+                     registry=registry)
 
 
 class Feeder:
-    """Gives signals to the projector as consecutive records of the ftf-db topic."""
+    """Gives signals to the projector as consecutive records of the ftf-db topic, signed by
+    the router as the router writes them."""
 
-    def __init__(self, projector: Projector, setup) -> None:
+    def __init__(self, projector: Projector, setup, signer: Signer) -> None:
         self.projector, self.setup, self.offset = projector, setup, 0
+        self.signer = signer
 
     async def __call__(self, *signals) -> None:
         values = [ftf_delivery(self.setup, s) for s in signals]
-        batch = {TopicPartition(TOPIC, 0): records(TOPIC, values, self.offset)}
+        batch = {TopicPartition(TOPIC, 0): records(TOPIC, values, self.offset, self.signer)}
         self.offset += len(values)
         await self.projector.process(batch)
 
 
 @pytest.fixture
-def feed(projector, routing_setup):
-    return Feeder(projector, routing_setup)
+def feed(projector, routing_setup, keys: KeyRing):
+    return Feeder(projector, routing_setup, keys.signer(ROUTER))
 
 
 async def fiche(db: Database, subject: str = "P-1"):
@@ -127,11 +133,12 @@ async def test_only_ocam_includes_and_grades(db, feed):
     assert f.threat_level == 3
 
 
-async def test_services_without_feed_rights_are_not_applied(db, codec, routing_setup):
+async def test_services_without_feed_rights_are_not_applied(db, codec, routing_setup, keys):
     access = AccessConfig({Agency.OCAM: AccessMode.CONSULT_AND_FEED,
                            Agency.AFFETR: AccessMode.CONSULT,
                            Agency.NCCN: AccessMode.HIT_NO_HIT})
-    feed = Feeder(make_projector(db, codec, access), routing_setup)
+    feed = Feeder(make_projector(db, codec, access, keys.registry), routing_setup,
+                  keys.signer(ROUTER))
     await feed(signal(0, agency=Agency.AFFETR), signal(1, agency=Agency.NCCN),
                signal(2, agency=Agency.VSSE))  # not in the file: mode none
     assert await fiche(db) is None
@@ -204,9 +211,10 @@ async def test_replays_apply_nothing_twice(db, feed, projector):
     assert await db.load_offsets(PROJECTOR) == {(TOPIC, 0): 50}
 
 
-async def test_bad_records_go_to_the_dead_letter_outbox(db, projector, routing_setup):
+async def test_bad_records_go_to_the_dead_letter_outbox(db, projector, routing_setup, keys):
     good = ftf_delivery(routing_setup, signal(0))
-    await projector.process({TopicPartition(TOPIC, 0): records(TOPIC, [b"junk", good])})
+    await projector.process({TopicPartition(TOPIC, 0): records(TOPIC, [b"junk", good], 0,
+                                                               keys.signer(ROUTER))})
     assert projector.stats.bad == 1
     messages = await rows(db, outbox)
     assert [m["kind"] for m in messages] == ["dead_letter"]

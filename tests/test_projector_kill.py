@@ -16,14 +16,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
-from consumers.ftf.projector import PROJECTOR, Projector
-from consumers.inboxes import INBOXES, InboxService
+from consumers.ftf.projector import PROJECTOR as PROJECTOR_NAME
+from consumers.ftf.projector import Projector
+from consumers.inboxes import INBOXES as INBOXES_NAME
+from consumers.inboxes import InboxService
 from consumers.metrics import StoreMetrics
 from consumers.store import Database
 from planr.domain import Recipient, RecipientClass
 from planr.kafka import make_producer
+from planr.signing import INBOXES, PROJECTOR, ROUTER, Signer, sign_headers
 from planr.topics import Topics, provision
 from scenarios.ftf import ftf_delivery, ftf_history, tfl_delivery
+from scenarios.keys import KeyRing
+from tests.conftest import key_env
 from tests.test_store_helpers import BACKENDS, dump, store_url
 
 pytestmark = pytest.mark.kafka
@@ -36,11 +41,13 @@ TFL = Recipient(RecipientClass.TFL, "brussel")
 
 
 
-async def produce(conn: Any, topic: str, values: list[bytes]) -> None:
+async def produce(conn: Any, topic: str, values: list[bytes], signer: Signer | None = None) -> None:
+    """Produce ``values`` to ``topic``, each signed by ``signer`` when given."""
     producer = make_producer(conn)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value=v) for v in values]
+        futures = [await producer.send(topic, value=v, headers=sign_headers(signer, topic, v)
+                                       if signer is not None else None) for v in values]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -54,7 +61,7 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_sigkill_loses_nothing_and_applies_nothing_twice(
-    backend, conn, topics: Topics, routing_setup, tmp_path
+    backend, conn, topics: Topics, routing_setup, tmp_path, keys: KeyRing
 ):
     rng = random.Random(20150821)
     ftf_topic = topics.delivery(Recipient(RecipientClass.FTF_DB))
@@ -66,18 +73,19 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
     ftf_values += [*rng.sample(ftf_values, 300), b"not a delivery"]  # replays and junk
     tfl_values = [tfl_delivery(routing_setup, s) for s in signals[:INBOX_EVENTS]]
     tfl_values += tfl_values[:200]
-    await produce(conn, ftf_topic, ftf_values)
-    await produce(conn, tfl_topic, tfl_values)
+    await produce(conn, ftf_topic, ftf_values, keys.signer(ROUTER))
+    await produce(conn, tfl_topic, tfl_values, keys.signer(ROUTER))
 
     # the uninterrupted run, in process
     access = AccessConfig.load(DEFAULT_ACCESS_FILE)
     metrics = StoreMetrics(CollectorRegistry())
     async with store_url(backend, tmp_path / "ref") as ref_url, Database(ref_url) as ref:
         async with Projector(conn=conn, db=ref, topics=topics, codec=routing_setup.codec,
-                             access=access, metrics=metrics) as p:
+                             access=access, metrics=metrics, registry=keys.registry) as p:
             await p.catch_up()
         async with InboxService(conn=conn, db=ref, topics=topics, codec=routing_setup.codec,
-                                metrics=metrics, recipients=[TFL]) as s:
+                                metrics=metrics, registry=keys.registry,
+                                recipients=[TFL]) as s:
             await s.catch_up()
         expected = await dump(ref)
     assert len(expected["applied_events"]) == EVENTS
@@ -90,7 +98,8 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
                "PLANR_INBOX_DB_URL": url, "PLANR_LOG_LEVEL": "warning"}
         commands = [["ftf", "project", "--until-idle", "2"],
                     ["inboxes", "--recipient", str(TFL), "--until-idle", "2"]]
-        names = [(PROJECTOR, ftf_topic), (INBOXES, tfl_topic)]
+        envs = [{**env, **key_env(keys, PROJECTOR)}, {**env, **key_env(keys, INBOXES)}]
+        names = [(PROJECTOR_NAME, ftf_topic), (INBOXES_NAME, tfl_topic)]
         kills: list[list[int]] = [[], []]  # stored offset right after each SIGKILL
 
         async def stored(i: int) -> int:
@@ -104,7 +113,7 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
             sizes = [len(ftf_values), len(tfl_values)]
             targets = [sorted(rng.sample(range(1, n * 9 // 10), KILLS)) for n in sizes]
             for round_ in range(KILLS):
-                procs = [spawn(c, env, log) for c, log in zip(commands, logs, strict=True)]
+                procs = [spawn(c, e, log) for c, e, log in zip(commands, envs, logs, strict=True)]
                 while any(p.poll() is None for p in procs):
                     for i, proc in enumerate(procs):
                         if proc.poll() is None and await stored(i) >= targets[i][round_]:
@@ -112,7 +121,7 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
                             proc.wait()
                             kills[i].append(await stored(i))
                     await asyncio.sleep(0.005)
-            procs = [spawn(c, env, log) for c, log in zip(commands, logs, strict=True)]
+            procs = [spawn(c, e, log) for c, e, log in zip(commands, envs, logs, strict=True)]
             for proc, log in zip(procs, logs, strict=True):
                 await asyncio.to_thread(proc.wait, timeout=180)
                 assert proc.returncode == 0, log.read_text()[-2000:]

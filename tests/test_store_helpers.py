@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumers.store import Database, normalize_url, sqlite_url
 from consumers.store.tables import metadata
+from planr.signing import Signer, sign_headers
 
 PG_ENV = "PLANR_TEST_PG_URL"
 BACKENDS = [
@@ -53,9 +54,12 @@ async def store_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
         await engine.dispose()
 
 
-def records(topic: str, values: list[bytes], start: int = 0) -> list[ConsumerRecord]:
+def records(topic: str, values: list[bytes], start: int = 0,
+            signer: Signer | None = None) -> list[ConsumerRecord]:
+    """Consecutive records of partition 0 of ``topic``; signed on it by ``signer`` if given."""
     return [
-        ConsumerRecord(topic, 0, start + i, 1_767_225_600_000, 0, None, v, None, 0, len(v), ())
+        ConsumerRecord(topic, 0, start + i, 1_767_225_600_000, 0, None, v, None, 0, len(v),
+                       sign_headers(signer, topic, v) if signer is not None else ())
         for i, v in enumerate(values)
     ]
 

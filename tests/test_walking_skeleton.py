@@ -8,16 +8,19 @@ from collections import Counter
 
 import pytest
 
+from consumers.ledger import StoreLedger
 from consumers.reader import read_topic
 from planr import territory
 from planr.domain import Agency, Classification, Recipient, RecipientClass
 from planr.kafka import KafkaConnection, make_producer
+from planr.signing import ROUTER, sign_headers
 from planr.telemetry import Metrics
 from planr.topics import Topics, provision
 from routing.engine import Facts
 from routing.router import Router
 from routing.setup import RoutingSetup
 from scenarios.builders import SECRET_SUMMARY, make_signal, publish_all
+from scenarios.keys import KeyRing
 from schemas.codec import Codec
 from schemas.models import SignalIn
 from schemas.names import DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
@@ -65,25 +68,32 @@ def _expected_tfl(signals: list[tuple[Agency, SignalIn]]) -> dict[str, set[str]]
 
 async def test_each_tfl_receives_exactly_its_signals_and_every_decision_is_audited(
     conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics,
-    codec: Codec, routing_setup: RoutingSetup,
+    codec: Codec, routing_setup: RoutingSetup, keys: KeyRing, ledger: StoreLedger,
 ):
     await provision(conn, topics)
     signals = _scenario()
-    await publish_all(conn, topics, codec, metrics, signals[:40])
+    await publish_all(conn, topics, codec, metrics, signals[:40], signers=keys.signers)
 
-    # Bad input straight on an ingress topic: garbage, and a valid signal on a foreign topic.
+    # Bad input straight on an ingress topic, signed by the topic's owner (so that it passes
+    # the signature check): garbage, and a valid vsse signal on ocam's topic.
     raw = make_producer(conn)
     await raw.start()
     try:
-        await raw.send_and_wait(topics.ingress(Agency.VSSE), b"\x00garbage", key=b"k")
+        vsse, ocam = topics.ingress(Agency.VSSE), topics.ingress(Agency.OCAM)
+        await raw.send_and_wait(vsse, b"\x00garbage", key=b"k", headers=sign_headers(
+            keys.signer(Agency.VSSE), vsse, b"\x00garbage"))
         forged = codec.encode(SIGNAL, make_signal().to_avro(Agency.VSSE))
-        await raw.send_and_wait(topics.ingress(Agency.OCAM), forged)
+        await raw.send_and_wait(ocam, forged,
+                                headers=sign_headers(keys.signer(Agency.OCAM), ocam, forged))
     finally:
         await raw.stop()
-    await publish_all(conn, topics, codec, metrics, signals[40:])  # routing must go on
+    # routing must go on
+    await publish_all(conn, topics, codec, metrics, signals[40:], signers=keys.signers)
 
     router = Router(conn=conn, topics=topics, engine=routing_setup.engine,
-                    views=routing_setup.views, codec=codec, metrics=metrics, group_id=group_id)
+                    views=routing_setup.views, codec=codec, metrics=metrics,
+                    registry=keys.registry, signer=keys.signer(ROUTER), group_id=group_id,
+                    ledger=ledger)
     async with router:
         stats = await router.run(until_idle=2.0)
     assert stats.signals == len(signals)
@@ -146,7 +156,7 @@ async def test_each_tfl_receives_exactly_its_signals_and_every_decision_is_audit
 
 async def test_restarted_router_resumes_after_committed_offsets(
     conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics,
-    codec: Codec, routing_setup: RoutingSetup,
+    codec: Codec, routing_setup: RoutingSetup, keys: KeyRing, ledger: StoreLedger,
 ):
     await provision(conn, topics, [*topics.all_ingress(), topics.audit, topics.dead_letter,
                                    topics.ntf_facts,
@@ -158,12 +168,13 @@ async def test_restarted_router_resumes_after_committed_offsets(
     def router() -> Router:
         return Router(conn=conn, topics=topics, engine=routing_setup.engine,
                       views=routing_setup.views, codec=codec, metrics=metrics,
-                      group_id=group_id)
+                      registry=keys.registry, signer=keys.signer(ROUTER), group_id=group_id,
+                      ledger=ledger)
 
-    await publish_all(conn, topics, codec, metrics, first)
+    await publish_all(conn, topics, codec, metrics, first, signers=keys.signers)
     async with router() as r:
         assert (await r.run(until_idle=1.0)).signals == 5
-    await publish_all(conn, topics, codec, metrics, second)
+    await publish_all(conn, topics, codec, metrics, second, signers=keys.signers)
     async with router() as r:
         assert (await r.run(until_idle=1.0)).signals == 3
     brussel = topics.delivery(Recipient(RecipientClass.TFL, "brussel"))

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumers.ftf.fiche import Fiche, apply
 from consumers.ftf.governance import AccessConfig
 from consumers.ftf.queries import count_overdue
-from consumers.identity import content_fingerprint
 from consumers.metrics import StoreMetrics
 from consumers.outbox import REMOVAL_KIND, Outbox, outbox_row
 from consumers.store import Database
@@ -37,8 +36,10 @@ from consumers.store.tables import (
 from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient, RecipientClass
 from planr.errors import PlanrError
+from planr.identity import content_fingerprint
 from planr.kafka import KafkaConnection
 from planr.loop import Batch
+from planr.signing import KeyRegistry
 from planr.topics import Topics
 from schemas.codec import Codec
 from schemas.names import DELIVERY, FTF_REMOVAL, view_schema_name
@@ -63,7 +64,11 @@ async def load_fiches(conn: AsyncConnection, subject_ids: Iterable[str]) -> dict
 
 
 class Projector(TrackedConsumer):
-    """Consume ``<p>.deliver.ftf-db`` into the store. ``start()``/``stop()`` or ``async with``."""
+    """Consume ``<p>.deliver.ftf-db`` into the store. ``start()``/``stop()`` or ``async with``.
+
+    Only deliveries signed by a ``router`` key of ``registry`` are applied (see
+    :mod:`consumers.tracked`); the outbox signs what it sends with its own signer.
+    """
 
     def __init__(
         self,
@@ -74,13 +79,14 @@ class Projector(TrackedConsumer):
         codec: Codec,
         access: AccessConfig,
         metrics: StoreMetrics,
+        registry: KeyRegistry,
         outbox: Outbox | None = None,
         max_batch: int = 2000,
         gauge_interval: float = 5.0,
     ) -> None:
         super().__init__(name=PROJECTOR, conn=conn, db=db, codec=codec, metrics=metrics,
                          topics=[topics.delivery(Recipient(RecipientClass.FTF_DB))],
-                         outbox=outbox, max_batch=max_batch)
+                         registry=registry, outbox=outbox, max_batch=max_batch)
         self._access = access
         self._gauge_interval = gauge_interval
         self._gauge_at = 0.0

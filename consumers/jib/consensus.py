@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -31,10 +31,9 @@ from aiokafka import ConsumerRecord
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.identity import content_fingerprint
 from consumers.jib.panels import Panels
 from consumers.jib.rules import COUNTED, Decision, Proposal, open_proposal, take_tick, take_vote
-from consumers.jib.store import BatchState
+from consumers.jib.store import BatchState, count_expiring
 from consumers.metrics import StoreMetrics
 from consumers.outbox import (
     JIB_AUDIT_KIND,
@@ -47,6 +46,7 @@ from consumers.store import Database
 from consumers.store.tables import jib_clock, jib_proposals
 from consumers.tracked import TrackedConsumer
 from planr.errors import DecodeError, PlanrError
+from planr.identity import content_fingerprint
 from planr.kafka import KafkaConnection
 from planr.loop import Batch
 from planr.signing import KeyRegistry, Signer, verify_record
@@ -61,8 +61,9 @@ log = structlog.get_logger(__name__)
 
 JIB_CONSENSUS = "jib-consensus"
 OUTPUT_NS = uuid.UUID("0b7e3c4a-1f2d-4e5b-8a6c-9d0e1f2a3b4c")
+#: An open proposal due within this time counts in ``planr_jib_proposals_expiring``.
+EXPIRING_WITHIN = timedelta(hours=24)
 _CHECKS = {JIB_PROPOSAL: check_proposal, JIB_VOTE: check_vote, JIB_TICK: check_tick}
-_SIGNED_AT = {JIB_PROPOSAL: "proposed_at", JIB_VOTE: "cast_at", JIB_TICK: "at"}
 
 
 def output_id(*parts: str) -> str:
@@ -97,13 +98,15 @@ class JibConsensus(TrackedConsumer):
         max_batch: int = 500,
     ) -> None:
         super().__init__(name=JIB_CONSENSUS, conn=conn, db=db, codec=codec, metrics=metrics,
-                         topics=[topics.jib_submissions], outbox=outbox, max_batch=max_batch)
+                         topics=[topics.jib_submissions], registry=registry, outbox=outbox,
+                         max_batch=max_batch)
         self._registry = registry
         self._panels = panels
         self._routing = routing
         self._signer = signer
         self._tick_interval = tick_interval
         self._ticked_at = 0.0
+        self._gauge_at = 0.0
         self._submitter = JibSubmitter(conn=conn, topics=topics, codec=codec)
         self.decisions = 0
 
@@ -113,7 +116,12 @@ class JibConsensus(TrackedConsumer):
 
     # ---- taking records -------------------------------------------------------------------
 
-    def _take(self, rec: ConsumerRecord) -> Taken:
+    def _authentic(self, batch: Batch, dead: list[dict[str, Any]]) -> Batch:  # noqa: ARG002
+        """Every record reaches :meth:`handle`: its signer depends on what it is (the proposer,
+        the voting service, ``jib``), so :meth:`_take` checks it once the record is decoded."""
+        return batch
+
+    def _take(self, rec: ConsumerRecord, now: datetime) -> Taken:
         if rec.value is None:
             raise DecodeError("record has no value", reason="undecodable")
         name = self._codec.writer_of(rec.value).name
@@ -121,17 +129,18 @@ class JibConsensus(TrackedConsumer):
             raise DecodeError(f"message carries a {name}, not a JIB submission",
                               reason="wrong_schema")
         record = self._codec.decode(rec.value, name)
-        verify_record(self._registry, rec.topic, rec.value, rec.headers,
-                      at=record[_SIGNED_AT[name]], expected_owner=author_of(name, record))
+        verify_record(self._registry, rec.topic, rec.value, rec.headers, at=now,
+                      expected_owner=author_of(name, record))
         _CHECKS[name](record)
         return Taken(rec, name, record, content_fingerprint(record))
 
     def _decode(self, batch: Batch, out: list[dict[str, Any]]) -> list[Taken]:
         items = []
+        now = datetime.now(UTC)  # keys are checked when read, as everywhere on the bus
         for records in batch.values():
             for rec in records:
                 try:
-                    items.append(self._take(rec))
+                    items.append(self._take(rec, now))
                 except PlanrError as exc:
                     detail = getattr(exc, "detail", None) or str(exc)
                     self.dead_letter(out, rec, exc.reason, str(detail))
@@ -250,6 +259,14 @@ class JibConsensus(TrackedConsumer):
                           self._codec.encode(JIB_AUDIT, record), at)
 
     # ---- the clock ------------------------------------------------------------------------
+
+    async def after_commit(self) -> None:
+        """Publish the outbox; every few seconds, count the proposals about to expire."""
+        await super().after_commit()
+        if time.monotonic() - self._gauge_at >= 5.0:
+            self._gauge_at = time.monotonic()
+            self._metrics.jib_expiring.set(
+                await count_expiring(self._db, datetime.now(UTC) + EXPIRING_WITHIN))
 
     async def _tick(self) -> None:
         """Write a tick when the wall clock has passed the earliest open deadline."""

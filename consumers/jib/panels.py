@@ -1,6 +1,7 @@
 """The panels of the JIB: per judicial arrondissement, the services whose consent a proposal
 needs (the services sitting in that local taskforce). A reviewed data file,
-``consumers/jib/panels.yaml`` (``PLANR_JIB_PANELS``), not code and not the proposer's choice.
+``consumers/jib/panels.yaml`` (``planr jib consensus --panels``), not code and not the
+proposer's choice.
 
 Loading is strict and every problem names its line: unknown keys, arrondissements and
 services, an arrondissement missing or given twice, an empty panel, a service listed twice.

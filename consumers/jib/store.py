@@ -209,3 +209,12 @@ async def jib_counts(db: Database) -> dict[str, dict[str, int]]:
     return {"proposals": {(s or "open"): int(n) for s, n in states},
             "votes": {s: int(n) for s, n in votes},
             "members": {"current": int(members or 0)}}
+
+
+async def count_expiring(db: Database, before: datetime) -> int:
+    """Open proposals whose deadline is before ``before`` (for the expiry alert)."""
+    t = jib_proposals.c
+    async with db.engine.connect() as conn:
+        n = await conn.scalar(select(func.count()).select_from(jib_proposals)
+                              .where(t.outcome.is_(None), t.deadline < before))
+    return int(n or 0)

@@ -102,7 +102,7 @@ applied_events = Table(
     Column("agency", String(16), nullable=False),
     Column("subject_id", String(64), nullable=False),
     Column("outcome", String(32), nullable=False),  # applied | feed_denied
-    # the content fingerprint (consumers.identity): same id + other content is a conflict
+    # the content fingerprint (planr.identity): same id + other content is a conflict
     Column("content_hash", String(64)),
 )
 
@@ -178,16 +178,64 @@ inbox_deliveries = Table(
     Column("policy_version", String(64), nullable=False),
     Column("routed_at", UtcDateTime, nullable=False),
     Column("view", String(32), nullable=False),
-    Column("payload", LargeBinary, nullable=False),  # the view record, Avro as delivered
-    Column("topic_partition", Integer, nullable=False),
+    # the view record, Avro as delivered; NULL once retracted (the payload is gone)
+    Column("payload", LargeBinary, nullable=True),
+    Column("topic_partition", Integer, nullable=False),  # of the latest record applied
     Column("topic_offset", BigInteger, nullable=False),
-    Column("content_hash", String(64)),  # of the payload (consumers.identity)
+    Column("content_hash", String(64)),  # of the payload (planr.identity)
+    Column("version", Integer, nullable=False, server_default="1"),  # of the signal
+    Column("retracted_at", UtcDateTime),
+    Column("retraction_reason", String(32)),
 )
 Index(
     "ix_inbox_recipient_position",
     inbox_deliveries.c.recipient,
     inbox_deliveries.c.topic_partition,
     inbox_deliveries.c.topic_offset,
+)
+
+# ---- the router's ledger: who received what (ids and markings only) ----------------------
+
+#: The state of every event the router has seen: its owner, latest version, markings.
+ledger_events = Table(
+    "ledger_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("agency", String(16), nullable=False),
+    Column("subject_id", String(64), nullable=False, index=True),
+    Column("version", Integer, nullable=False),
+    Column("withdrawn", Boolean, nullable=False),
+    Column("fingerprint", String(64)),
+    Column("classification", String(16)),
+    Column("handling", String(4)),
+    Column("tlp", String(16)),
+    Column("local_sharing", Boolean),
+    Column("named", String(2048)),
+)
+
+#: Every (event, recipient) that received a version; ``active`` false once retracted.
+ledger_holdings = Table(
+    "ledger_holdings",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("recipient", String(64), primary_key=True),
+    Column("delivery_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+)
+
+#: Every use of ``planr ledger``: the oversight tool is itself overseen.
+ledger_consultations = Table(
+    "ledger_consultations",
+    metadata,
+    Column("consultation_id", String(36), primary_key=True),
+    Column("operator", String(64), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("query", String(16), nullable=False),  # event | subject
+    Column("query_id", String(64), nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("consulted_at", UtcDateTime, nullable=False),
 )
 
 # ---- The Joint Information Box (JIB): its own store (PLANR_JIB_DB_URL), see docs/jib.md ----

@@ -1,7 +1,7 @@
 """The Joint Information Box (JIB): proposals, votes, decisions, members, clock, consultations.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003l
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision: str | None = "0002"
+revision = "0004"
+down_revision: str | None = "0003l"
 branch_labels: str | None = None
 depends_on: str | None = None
 
