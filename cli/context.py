@@ -20,7 +20,7 @@ from planr.telemetry import serve_metrics
 from planr.topics import Topics
 
 T = TypeVar("T")
-Store = Literal["ftf", "inboxes"]
+Store = Literal["ftf", "inboxes", "ntf"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,11 @@ class Context:
             serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
 
     def database(self, store: Store) -> Database:
-        """The common database (``ftf``) or the inboxes' store (``inboxes``): separate
-        databases, so that access to one grants nothing of the other."""
+        """The common database (``ftf``), the inboxes' store (``inboxes``) or the NTF
+        statistics (``ntf``): separate databases, so that access to one grants nothing of
+        the others."""
         s = self.settings
-        url = s.ftf_db_url if store == "ftf" else s.inbox_db_url
+        url = {"ftf": s.ftf_db_url, "inboxes": s.inbox_db_url, "ntf": s.ntf_db_url}[store]
         return Database(url or sqlite_url(s.data_dir, f"{store}.db"))
 
     def access_config(self) -> AccessConfig:

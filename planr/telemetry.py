@@ -90,11 +90,6 @@ class Metrics:
             ["version"],
             registry=registry,
         )
-        self.aggregates_emitted = Counter(
-            "planr_ntf_aggregates_emitted",
-            "Aggregate records emitted to the National Taskforce.",
-            registry=registry,
-        )
 
 
 @cache
