@@ -37,6 +37,7 @@ from scenarios.signals import generate
 from schemas.codec import Codec
 from schemas.models import SignalIn
 from schemas.names import DELIVERY, ROUTING_DECISION, view_schema_name
+from tests.ntf_oracle import determined_by_totals
 
 N_SIGNALS = 5_000
 AGGREGATE_FIELDS = {"aggregate_id", "period", "arrondissement", "phenomenon", "count", "shown",
@@ -231,6 +232,15 @@ async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_of
             assert a["count"] == offline.ntf_cells[cell] >= threshold
     for a in ntf:
         assert a["suppressed"] or a["count"] >= threshold
+    for period in {a["period"] for a in ntf}:  # no suppressed entry solvable from the rest
+        values: Counter[tuple[str, str]] = Counter()
+        for (p, arr, ph), n in offline.ntf_cells.items():
+            if p == period:
+                for key in ((arr, ph), (arr, "*"), ("*", ph), ("*", "*")):
+                    values[key] += n
+        hidden = {(a["arrondissement"], a["phenomenon"]) for a in ntf
+                  if a["period"] == period and a["suppressed"]}
+        assert determined_by_totals(values, hidden) == set(), period
     assert len(raw_facts) == offline.ntf_signals
     assert not [v for v in raw_facts if leak in v]
 
