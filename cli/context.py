@@ -22,7 +22,7 @@ from planr.telemetry import serve_metrics
 from planr.topics import Topics
 
 T = TypeVar("T")
-Store = Literal["ftf", "inboxes", "ledger"]
+Store = Literal["ftf", "inboxes", "ledger", "ntf"]
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,12 @@ class Context:
             serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
 
     def database(self, store: Store) -> Database:
-        """The common database (``ftf``) or the inboxes' store (``inboxes``): separate
-        databases, so that access to one grants nothing of the other."""
+        """The common database (``ftf``), the inboxes' store (``inboxes``) or the NTF
+        statistics (``ntf``): separate databases, so that access to one grants nothing of
+        the others."""
         s = self.settings
-        url = {"ftf": s.ftf_db_url, "inboxes": s.inbox_db_url, "ledger": s.ledger_db_url}[store]
+        url = {"ftf": s.ftf_db_url, "inboxes": s.inbox_db_url, "ledger": s.ledger_db_url,
+               "ntf": s.ntf_db_url}[store]
         return Database(url or sqlite_url(s.data_dir, f"{store}.db"))
 
     def access_config(self) -> AccessConfig:

@@ -1,8 +1,10 @@
-"""The tables of the common database and of the durable inboxes (SQLAlchemy Core).
+"""The tables of the common database, the durable inboxes and the NTF statistics (SQLAlchemy
+Core).
 
 The migrations in ``consumers/store/migrations`` create exactly these tables; a test checks
 that they agree. Every value stored by a projection is derived from its input records only
-(no wall-clock time), so that replaying the same input yields the same rows.
+(no wall-clock time), so that replaying the same input yields the same rows; the one exception
+is the NTF's publication bookkeeping (``ntf_months``, ``late``), which follows its clock.
 
 Lists (statuses, phenomena, domains) are stored as sorted comma-separated labels, so that
 SQLite and PostgreSQL hold identical values.
@@ -236,4 +238,53 @@ ledger_consultations = Table(
     Column("query_id", String(64), nullable=False),
     Column("rows", Integer, nullable=False),
     Column("consulted_at", UtcDateTime, nullable=False),
+)
+
+#: The National Taskforce's statistics (a store of its own, ``ntf.db``): every NtfFact taken,
+#: by event id exactly, with its content fingerprint (same id, other content: a conflict).
+#: ``late``: taken after its month was published (so not in the published table).
+ntf_events = Table(
+    "ntf_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("period", String(7), nullable=False),
+    Column("arrondissement", String(64), nullable=False),
+    Column("phenomena", String(512), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("late", Boolean, nullable=False),
+)
+
+#: The counts: signals per month, arrondissement and phenomenon (``none``: no phenomenon).
+ntf_counts = Table(
+    "ntf_counts",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("arrondissement", String(64), primary_key=True),
+    Column("phenomenon", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+#: Each closed month, once published (or withheld when no table could protect its small
+#: counts). A published month is final. ``published_at`` is the aggregator's clock.
+ntf_months = Table(
+    "ntf_months",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("state", String(16), nullable=False),  # published | withheld
+    Column("threshold", Integer, nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("cells", Integer, nullable=False),
+    Column("published_at", UtcDateTime, nullable=False),
+)
+
+#: What the NTF was shown of each month: every entry of the table (``*``: a total), as shown.
+ntf_published = Table(
+    "ntf_published",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("arrondissement", String(64), primary_key=True),
+    Column("phenomenon", String(64), primary_key=True),
+    Column("aggregate_id", String(36), nullable=False),
+    Column("shown", String(16), nullable=False),
+    Column("suppressed", Boolean, nullable=False),
 )
