@@ -23,10 +23,12 @@ from consumers.store import Database
 from consumers.store.tables import applied_events, governance_audit, outbox
 from planr.domain import Agency, Recipient, RecipientClass
 from planr.kafka import KafkaConnection
+from planr.signing import ROUTER
 from planr.topics import Topics
 from scenarios.builders import T0
 from scenarios.builders import numbered_signal as signal
 from scenarios.ftf import ftf_delivery, retraction_record
+from scenarios.keys import KeyRing
 from schemas.models import SignalIn
 from schemas.names import DEAD_LETTER, DELIVERY, FTF_REMOVAL
 from tests.test_event_identity import Stream
@@ -59,19 +61,32 @@ async def ref(backend, tmp_path):
         yield database
 
 
-def projector(db: Database, codec, access: AccessConfig = DEFAULT_ACCESS) -> Projector:
-    return Projector(conn=KafkaConnection("127.0.0.1:1"), db=db, topics=TOPICS, codec=codec,
-                     access=access, metrics=StoreMetrics(CollectorRegistry()))
+@pytest.fixture
+def make(codec, keys: KeyRing):
+    """A projector on a database, and a stream of router-signed records to feed it."""
+
+    def projector_and_stream(db: Database, access: AccessConfig = DEFAULT_ACCESS):
+        proj = Projector(conn=KafkaConnection("127.0.0.1:1"), db=db, topics=TOPICS,
+                         codec=codec, access=access, metrics=StoreMetrics(CollectorRegistry()),
+                         registry=keys.registry)
+        return proj, Stream(proj, TOPIC, keys.signer(ROUTER))
+
+    return projector_and_stream
 
 
 @pytest.fixture
-def proj(db, codec):
-    return projector(db, codec)
+def fed(db, make):
+    return make(db)
 
 
 @pytest.fixture
-def feed(proj):
-    return Stream(proj, TOPIC)
+def proj(fed):
+    return fed[0]
+
+
+@pytest.fixture
+def feed(fed):
+    return fed[1]
 
 
 def v(s: SignalIn, version: int) -> SignalIn:
@@ -90,9 +105,9 @@ async def fiche_tables(db: Database):
     return {"fiches": tables["fiches"], "contributions": tables["contributions"]}
 
 
-async def oracle(ref: Database, codec, setup, signals: list[SignalIn]):
+async def oracle(ref: Database, make, setup, signals: list[SignalIn]):
     """The fiche tables of a fresh projector fed ``signals`` only, in one batch."""
-    await Stream(projector(ref, codec), TOPIC)(*(ftf_delivery(setup, s) for s in signals))
+    await make(ref)[1](*(ftf_delivery(setup, s) for s in signals))
     return await fiche_tables(ref)
 
 
@@ -121,7 +136,7 @@ def three_versions(n: int, subject: str) -> dict[int, SignalIn]:
 
 @pytest.mark.parametrize("one_batch", [True, False], ids=["one-batch", "record-by-record"])
 async def test_every_arrival_order_and_replay_gives_the_fiche_of_the_latest_version(
-    db, ref, codec, routing_setup, feed, proj, one_batch
+    db, ref, make, routing_setup, feed, proj, one_batch
 ):
     orders = list(itertools.permutations((1, 2, 3)))
     values, latest, stale = [], [], 0
@@ -139,7 +154,7 @@ async def test_every_arrival_order_and_replay_gives_the_fiche_of_the_latest_vers
     else:
         for value in values:
             await feed(value)
-    assert await fiche_tables(db) == await oracle(ref, codec, routing_setup, latest)
+    assert await fiche_tables(db) == await oracle(ref, make, routing_setup, latest)
     assert proj.stats.duplicates == stale
     f = await fiche(db, "P-0")
     assert (f.statuses, f.municipality, f.ftf_country, f.contributions) == (
@@ -187,7 +202,7 @@ async def test_a_withdrawn_only_event_leaves_no_trace_of_its_subject(
 
 
 async def test_a_retracted_inclusion_returns_the_fiche_to_proposed(
-    db, ref, codec, feed, routing_setup
+    db, ref, make, feed, routing_setup
 ):
     e1, e3 = signal(0), signal(2, agency=POLFED, statuses=("HTF",))
     e2 = signal(1, agency=OCAM, ocam=INCLUDE)
@@ -197,7 +212,7 @@ async def test_a_retracted_inclusion_returns_the_fiche_to_proposed(
     f = await fiche(db)
     assert (f.state, f.threat_level, f.included_at, f.review_due) == ("proposed", None, None,
                                                                       None)
-    assert await fiche_tables(db) == await oracle(ref, codec, routing_setup, [e1, e3])
+    assert await fiche_tables(db) == await oracle(ref, make, routing_setup, [e1, e3])
 
 
 async def test_a_rebuild_never_sends_a_removal_twice_and_sends_a_new_one(
@@ -226,6 +241,25 @@ async def test_a_rebuild_never_sends_a_removal_twice_and_sends_a_new_one(
     assert sorted(r["event_id"] for r in removals) == sorted([str(remove.event_id),
                                                               str(dropped.event_id)])
     assert proj.removals == 2
+
+
+async def test_retractions_after_ocam_removed_a_subject_never_bring_it_back(db, feed,
+                                                                           routing_setup):
+    include, fed = signal(0, agency=OCAM, ocam=INCLUDE), signal(1, statuses=("HTF",))
+    remove = signal(2, agency=OCAM, ocam={"action": "remove"})
+    await feed(*(ftf_delivery(routing_setup, s) for s in (include, fed, remove)))
+    removed_at = (await fiche(db)).removed_at
+    # the router retracts every event about the person, in no particular order, and the
+    # retractions may straddle batches: the removing decision first
+    await feed(retraction(routing_setup, remove, 1, reason="removed_from_database"))
+    f = await fiche(db)
+    assert (f.state, f.removed_at, f.threat_level, f.contributions) == ("removed", removed_at,
+                                                                        None, 2)
+    await feed(retraction(routing_setup, include, 1, reason="removed_from_database"))
+    assert ((await fiche(db)).state, (await fiche(db)).statuses) == ("removed", {"HTF"})
+    await feed(retraction(routing_setup, fed, 1, reason="removed_from_database"))
+    assert await fiche(db) is None
+    assert "P-1" not in repr(await dump(db, skip=("outbox",)))  # the removal message names it
 
 
 async def test_conflicting_versions_are_dead_lettered_and_change_nothing(
@@ -266,12 +300,12 @@ async def test_each_version_keeps_its_governance_audit_and_a_withdrawal_keeps_th
     assert await fiche(db) is None
 
 
-async def test_a_feed_refused_on_arrival_stays_refused_in_a_rebuild(db, codec, routing_setup):
+async def test_a_feed_refused_on_arrival_stays_refused_in_a_rebuild(db, make, routing_setup):
     refusing = AccessConfig({OCAM: AccessMode.CONSULT_AND_FEED, VSSE: AccessMode.CONSULT_AND_FEED})
-    await Stream(projector(db, codec, refusing), TOPIC)(
+    await make(db, refusing)[1](
         ftf_delivery(routing_setup, signal(0, agency=POLFED, statuses=("HTF",))),
         ftf_delivery(routing_setup, signal(1)))
-    later = Stream(projector(db, codec), TOPIC)  # the access file now lets POLFED feed
+    later = make(db)[1]  # the access file now lets POLFED feed
     later.offset = 2
     await later(ftf_delivery(routing_setup, v(signal(1, statuses=("PH",)), 2)))
     f = await fiche(db)
@@ -323,7 +357,7 @@ def _history(rng: random.Random, events: int) -> tuple[list[Record], list[Signal
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_random_histories_in_random_batches_match_the_oracle(
-    db, ref, codec, routing_setup, feed, seed
+    db, ref, make, routing_setup, feed, seed
 ):
     rng = random.Random(seed)
     records, expected = _history(rng, 40)
@@ -332,4 +366,4 @@ async def test_random_histories_in_random_batches_match_the_oracle(
     cuts = sorted(rng.sample(range(1, len(values)), 8))
     for start, end in itertools.pairwise([0, *cuts, len(values)]):
         await feed(*values[start:end])
-    assert await fiche_tables(db) == await oracle(ref, codec, routing_setup, expected)
+    assert await fiche_tables(db) == await oracle(ref, make, routing_setup, expected)

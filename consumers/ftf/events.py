@@ -32,6 +32,8 @@ from planr.identity import content_fingerprint
 APPLIED = "applied"
 FEED_DENIED = "feed_denied"
 RETRACTED = "retracted"
+#: The reason of the retractions that follow OCAM's removal of a subject.
+REMOVED_FROM_DATABASE = "removed_from_database"
 _CHUNK = 500
 
 
@@ -103,6 +105,7 @@ class Plan:
     inserts: set[str] = field(default_factory=set)  # of ``rows``: no stored row before
     fresh: list[tuple[Arrival, AccessMode]] = field(default_factory=list)  # first versions
     touched: set[str] = field(default_factory=set)  # subjects to rebuild
+    removing: set[str] = field(default_factory=set)  # of ``touched``: OCAM removed them
     audits: list[dict[str, Any]] = field(default_factory=list)
 
     def take(self, a: Arrival, before: Taken | None, fingerprint: str | None,
@@ -114,6 +117,8 @@ class Plan:
         elif before.subject_id:
             self.touched.add(before.subject_id)
         if a.view is None:
+            if before is not None and before.subject_id and a.reason == REMOVED_FROM_DATABASE:
+                self.removing.add(before.subject_id)
             agency = before.agency if before is not None else ""
             self.rows[a.event_id] = _marker_row(a, agency, seq)
             return Taken(a.version, None, True, agency, "", seq)

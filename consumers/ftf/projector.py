@@ -32,13 +32,11 @@ records, outbox messages and next input offsets are written in one database tran
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiokafka import ConsumerRecord
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.ftf.events import (
@@ -52,10 +50,10 @@ from consumers.ftf.events import (
     judge,
     load_taken,
 )
-from consumers.ftf.fiche import Fiche, apply
+from consumers.ftf.fiche import apply
 from consumers.ftf.governance import AccessConfig, AccessMode
 from consumers.ftf.queries import count_overdue
-from consumers.ftf.rebuild import FTF_VIEW, rebuild
+from consumers.ftf.rebuild import FTF_VIEW, load_fiches, rebuild
 from consumers.inbox_rows import Action
 from consumers.metrics import StoreMetrics
 from consumers.outbox import REMOVAL_KIND, Outbox, outbox_row
@@ -82,20 +80,9 @@ from schemas.names import DELIVERY, FTF_REMOVAL, RETRACTION
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["PROJECTOR", "Projector", "load_fiches"]
+
 PROJECTOR = "ftf-projector"
-_CHUNK = 500
-
-
-async def load_fiches(conn: AsyncConnection, subject_ids: Iterable[str]) -> dict[str, Fiche]:
-    wanted = sorted(set(subject_ids))
-    out: dict[str, Fiche] = {}
-    for i in range(0, len(wanted), _CHUNK):
-        rows = await conn.execute(
-            select(fiches).where(fiches.c.subject_id.in_(wanted[i : i + _CHUNK]))
-        )
-        for r in rows.mappings():
-            out[r["subject_id"]] = Fiche.from_row(r)
-    return out
 
 
 class Projector(TrackedConsumer):
@@ -182,7 +169,7 @@ class Projector(TrackedConsumer):
             await conn.execute(db.upsert(applied_events, ["event_id"]), updates)
         await self._apply_fresh(conn, plan.fast(), out_rows)
         if plan.touched:
-            await self._rebuild(conn, plan.touched, out_rows)
+            await self._rebuild(conn, plan, out_rows)
         if plan.audits:
             await conn.execute(db.insert_ignore(governance_audit), plan.audits)
             for audit in plan.audits:
@@ -234,11 +221,12 @@ class Projector(TrackedConsumer):
             await conn.execute(self._db.upsert(fiches, ["subject_id"]),
                                [state[s].row() for s in sorted(changed)])
 
-    async def _rebuild(self, conn: AsyncConnection, subjects: set[str],
+    async def _rebuild(self, conn: AsyncConnection, plan: Plan,
                        out_rows: list[dict[str, Any]]) -> None:
         """The subjects whose events changed otherwise: their fiches folded again."""
-        done = await rebuild(conn, self._db, self._codec, subjects)
-        self.rebuilds += len(subjects)
+        done = await rebuild(conn, self._db, self._codec, plan.touched,
+                             keep_removed=plan.removing)
+        self.rebuilds += len(plan.touched)
         sent = await self._db.existing(conn, outbox_table.c.message_id,
                                        [r["removal_id"] for r in done.removals])
         for removal in done.removals:

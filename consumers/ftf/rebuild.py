@@ -18,7 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.ftf.events import APPLIED
-from consumers.ftf.fiche import Fiche, apply
+from consumers.ftf.fiche import REMOVED, Fiche, apply
 from consumers.ftf.governance import AccessMode
 from consumers.store import Database
 from consumers.store.tables import applied_events, contributions, fiches
@@ -46,14 +46,38 @@ class Rebuilt:
     removals: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def rebuild(conn: AsyncConnection, db: Database, codec: Codec,
-                  subjects: Iterable[str]) -> Rebuilt:
+async def load_fiches(conn: AsyncConnection, subject_ids: Iterable[str]) -> dict[str, Fiche]:
+    wanted = sorted(set(subject_ids))
+    out: dict[str, Fiche] = {}
+    for i in range(0, len(wanted), _CHUNK):
+        rows = await conn.execute(
+            select(fiches).where(fiches.c.subject_id.in_(wanted[i : i + _CHUNK])))
+        for r in rows.mappings():
+            out[r["subject_id"]] = Fiche.from_row(r)
+    return out
+
+
+async def rebuild(conn: AsyncConnection, db: Database, codec: Codec, subjects: Iterable[str],
+                  *, keep_removed: Iterable[str] = ()) -> Rebuilt:
     """Fold the fiches of ``subjects`` again from ``applied_events`` (as written in this
-    transaction) and replace their fiches and contributions."""
+    transaction) and replace their fiches and contributions.
+
+    ``keep_removed``: subjects whose events are being retracted because OCAM removed them
+    (``removed_from_database``). The router retracts their events one by one, in no particular
+    order, possibly across batches: a fiche stored as ``removed`` stays removed while some of
+    them remain (taking back OCAM's removing event first must not make it included again), and
+    goes with the last one."""
     wanted = sorted(set(subjects))
+    removed = {s: f for s, f in (await load_fiches(conn, keep_removed)).items()
+               if f.state == REMOVED}
     out = Rebuilt(fiches=dict.fromkeys(wanted))
     for i in range(0, len(wanted), _CHUNK):
         await _fold(conn, codec, wanted[i : i + _CHUNK], out)
+    for subject, before in removed.items():
+        after = out.fiches.get(subject)
+        if after is not None and after.state != REMOVED:
+            after.state, after.removed_at = REMOVED, before.removed_at
+            after.threat_level = after.review_due = None
     for i in range(0, len(wanted), _CHUNK):
         chunk = wanted[i : i + _CHUNK]
         await conn.execute(delete(contributions).where(contributions.c.subject_id.in_(chunk)))
