@@ -88,7 +88,7 @@ PROJECTOR = "ftf-projector"
 class Projector(TrackedConsumer):
     """Consume ``<p>.deliver.ftf-db`` into the store. ``start()``/``stop()`` or ``async with``.
 
-    Only deliveries signed by a ``router`` key of ``registry`` are applied (see
+    Only records signed by a ``router`` key of ``registry`` are applied (see
     :mod:`consumers.tracked`); the outbox signs what it sends with its own signer.
     """
 
