@@ -95,17 +95,26 @@ fiches = Table(
 )
 Index("ix_fiches_state_review_due", fiches.c.state, fiches.c.review_due)
 
-#: Every event the projector has taken (applied or not), for deduplication and oversight.
+#: Every event the projector has taken: its latest version (applied or refused), or a
+#: retraction marker (no content). The fiches are a fold of the applied views in arrival order.
 applied_events = Table(
     "applied_events",
     metadata,
     Column("event_id", String(36), primary_key=True),
     Column("delivery_id", String(36), nullable=False),
-    Column("agency", String(16), nullable=False),
-    Column("subject_id", String(64), nullable=False),
-    Column("outcome", String(32), nullable=False),  # applied | feed_denied
+    Column("agency", String(16), nullable=False),  # "" when only a retraction was seen
+    Column("subject_id", String(64), nullable=False, index=True),  # "" once retracted
+    Column("outcome", String(32), nullable=False),  # applied | feed_denied | retracted
     # the content fingerprint (planr.identity): same id + other content is a conflict
     Column("content_hash", String(64)),
+    Column("version", Integer, nullable=False, server_default="1"),  # of the signal
+    # arrival position of the event's first stored record (NULL: stored before 0004p)
+    Column("topic_partition", Integer),
+    Column("topic_offset", BigInteger),
+    # the ftf_db view as delivered (Avro), for rebuilding a fiche; NULL unless applied
+    Column("view", LargeBinary),
+    Column("retracted_at", UtcDateTime),
+    Column("retraction_reason", String(32)),
 )
 
 #: Each service's contribution to a fiche over time: ids and markings, never text.
@@ -127,11 +136,13 @@ contributions = Table(
     Column("accuracy", Integer, nullable=False),
 )
 
-#: Governance decisions taken by the projector: ignored OCAM fields, refused feeds.
+#: Governance decisions taken by the projector: ignored OCAM fields, refused feeds (for
+#: each version of an event as it arrived).
 governance_audit = Table(
     "governance_audit",
     metadata,
     Column("event_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
     Column("reason", String(32), primary_key=True),
     Column("agency", String(16), nullable=False),
     Column("subject_id", String(64), nullable=False),
