@@ -171,7 +171,7 @@ def _show(item: dict[str, Any], as_json: bool) -> None:
                    f"{item['payload'].get('occurred_at', '')}")
     else:
         typer.echo(f"{item['period']}  {item['arrondissement']:<16} "
-                   f"{item['phenomenon']:<26} {item['count']}")
+                   f"{item['phenomenon']:<26} {item['shown']:>6}")
 
 
 def inbox(

@@ -22,7 +22,7 @@ from planr.telemetry import serve_metrics
 from planr.topics import Topics
 
 T = TypeVar("T")
-Store = Literal["ftf", "inboxes", "ledger", "jib"]
+Store = Literal["ftf", "inboxes", "ledger", "ntf", "jib"]
 
 
 @dataclass(frozen=True)
@@ -97,11 +97,11 @@ class Context:
 
     def database(self, store: Store) -> Database:
         """The common database (``ftf``), the inboxes' store (``inboxes``), the router's
-        ledger (``ledger``) or the JIB's (``jib``): separate databases, so that access to one
-        grants nothing of the others."""
+        ledger (``ledger``), the NTF statistics (``ntf``) or the JIB's (``jib``): separate
+        databases, so that access to one grants nothing of the others."""
         s = self.settings
         url = {"ftf": s.ftf_db_url, "inboxes": s.inbox_db_url, "ledger": s.ledger_db_url,
-               "jib": s.jib_db_url}[store]
+               "ntf": s.ntf_db_url, "jib": s.jib_db_url}[store]
         return Database(url or sqlite_url(s.data_dir, f"{store}.db"))
 
     def access_config(self) -> AccessConfig:

@@ -11,7 +11,6 @@ owner, the newest registered key valid now whose private key file is in the dire
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import shutil
 import tempfile
@@ -29,6 +28,8 @@ from cli.keys import keys_in_dir
 from consumers.jib.panels import DEFAULT_PANELS_FILE
 from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
+from consumers.ntf.aggregator import NtfAggregator
+from consumers.outbox import Outbox
 from consumers.store import Database, sqlite_url
 from consumers.supervisor import StoreServices, start_store_services
 from planr.broker import EmbeddedBroker
@@ -40,7 +41,6 @@ from planr.signing import AGGREGATOR, INBOXES, PROJECTOR, ROUTER, SERVICE_OWNERS
 from planr.telemetry import default_metrics
 from planr.topics import Topics, provision
 from producers.publisher import Publisher
-from routing.aggregator import Aggregator
 from routing.router import Router, RouterStats
 from routing.setup import RoutingSetup, prepare
 from scenarios.keys import KeyRing, throwaway_keys
@@ -61,9 +61,9 @@ def run(
     signals: Annotated[int, typer.Option(envvar="PLANR_DEMO_SIGNALS", min=1)] = 3000,
     seed: Annotated[int, typer.Option(envvar="PLANR_DEMO_SEED")] = 2015,
 ) -> None:
-    """Run the bus: broker (embedded unless PLANR_BOOTSTRAP_SERVERS), topics, router, NTF
-    aggregator, projector, inboxes; with --demo, publish a scenario, wait until it is routed,
-    print a summary."""
+    """Run the bus: broker (embedded unless PLANR_BOOTSTRAP_SERVERS), topics, router,
+    projector, inboxes, NTF aggregator; with --demo, publish a scenario, wait until it is
+    routed, print a summary."""
     c = get(ctx)
     if not demo:
         fail("only 'planr run --demo' exists yet; run the services with 'planr route'", 2)
@@ -156,24 +156,44 @@ async def _wait_routed(router: Router, route_task: asyncio.Task[RouterStats],
     typer.echo(f"routed {router.stats.records}/{expected} records", err=True)
 
 
-async def _drain(router: Router, aggregator: Aggregator, store: StoreServices,
-                 tasks: list[asyncio.Task[object]]) -> None:
-    """Let the aggregator count every fact the router wrote and the store services catch up,
-    then stop everything, each after its batch in flight."""
-    deadline = time.monotonic() + 60
-    while aggregator.facts < router.stats.deliveries.get("ntf", 0):
-        if tasks[1].done() or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
+async def _drain(router: Router, store: StoreServices, routing: asyncio.Task[RouterStats]
+                 ) -> None:
+    """Let the store services catch up, then stop them and the router, each after its batch
+    in flight."""
     await store.finish()
     for s in store.services:
         typer.echo(f"{s.name}: {s.stats.records} records stored, "
                    f"{s.stats.duplicates} duplicates skipped", err=True)
     router.request_stop()
-    aggregator.request_stop()
-    await tasks[0]
-    with contextlib.suppress(asyncio.CancelledError):
-        await tasks[1]
+    await routing
+
+
+async def _count_ntf(c: Context, stack: AsyncExitStack, conn: KafkaConnection,
+                     setup: RoutingSetup, *, expected: int, keys: KeyRing) -> None:
+    """The NTF aggregator, started once the scenario is routed: the history arrives at once,
+    and a month is final once published. It counts every fact, then publishes the months
+    closed on today's clock."""
+    metrics = default_store_metrics()
+    db = await _store(c, stack, "ntf")
+    outbox = await stack.enter_async_context(Outbox(conn=conn, topics=c.topics, metrics=metrics,
+                                                    signer=keys.signer(AGGREGATOR)))
+    agg = await stack.enter_async_context(NtfAggregator(
+        conn=conn, db=db, topics=c.topics, codec=setup.codec, metrics=metrics,
+        registry=keys.registry,
+        threshold=setup.policy.ntf_threshold, policy_version=setup.policy.version,
+        outbox=outbox, interval=1.0))
+    counting = asyncio.create_task(agg.run())
+    deadline = time.monotonic() + 60
+    while agg.facts < expected:
+        if counting.done() or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    agg.request_stop()
+    await counting
+    await agg.publish_closed()
+    await outbox.flush(db)
+    typer.echo(f"{agg.name}: {agg.facts} facts counted, {len(agg.published)} closed "
+               "month(s) published", err=True)
 
 
 async def _demo(c: Context, setup: RoutingSetup, n: int,
@@ -191,12 +211,8 @@ async def _demo(c: Context, setup: RoutingSetup, n: int,
             conn=conn, topics=topics, engine=setup.engine, views=setup.views,
             codec=setup.codec, metrics=metrics, registry=keys.registry,
             signer=keys.signer(ROUTER), ledger=StoreLedger(await _store(c, stack, "ledger"))))
-        aggregator = await stack.enter_async_context(Aggregator(
-            conn=conn, topics=topics, codec=setup.codec, metrics=metrics,
-            registry=keys.registry, signer=keys.signer(AGGREGATOR), interval=1.0))
         drain_on_signals(router)
-        tasks: list[asyncio.Task[object]] = [asyncio.create_task(router.run()),
-                                             asyncio.create_task(aggregator.run())]
+        routing = asyncio.create_task(router.run())
         store = await start_store_services(
             stack, conn=conn, topics=topics, ftf_db=await _store(c, stack, "ftf"),
             inbox_db=await _store(c, stack, "inboxes"), codec=setup.codec,
@@ -207,8 +223,10 @@ async def _demo(c: Context, setup: RoutingSetup, n: int,
             policy=setup.policy, panels_file=DEFAULT_PANELS_FILE, codec=setup.codec,
             metrics=default_store_metrics())
         published = await _publish(conn, topics, setup, scenario, keys)
-        await _wait_routed(router, tasks[0], n + len(MALFORMED))  # type: ignore[arg-type]
-        await _drain(router, aggregator, store, tasks)
+        await _wait_routed(router, routing, n + len(MALFORMED))
+        await _drain(router, store, routing)
+        await _count_ntf(c, stack, conn, setup, expected=router.stats.deliveries.get("ntf", 0),
+                         keys=keys)
         return router.stats, published, await jib.finish()
 
 

@@ -3,6 +3,8 @@
 - ``check FILE`` validates a policy (and its views against their ``.avsc``);
 - ``explain FILE --event SIGNAL.json`` shows, for one signal, every candidate recipient with
   its outcome, the deciding rule(s) and the view (:mod:`routing.explain`);
+- ``apply FILE`` applies a new policy to the retained history (the router's ledger says who
+  holds what: newly entitled recipients receive, no-longer-entitled ones get a retraction);
 - ``diff OLD NEW --events SIGNALS.jsonl`` dry-runs both policies over a history of signals and
   shows the deliveries that would be added and removed, per recipient class
   (:mod:`routing.diff`).
@@ -20,12 +22,17 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from cli.context import fail, read_text
+from cli.context import fail, get, read_text, run_async
+from consumers.ledger import StoreLedger
 from planr.domain import Agency
-from planr.errors import UsageError
+from planr.errors import PlanrError, UsageError
+from planr.signing import ROUTER
+from planr.telemetry import default_metrics
 from routing.diff import PolicyDiff, compare, read_history
+from routing.emitter import RouterStats
 from routing.explain import descriptions, explanation, publisher_of, signal_facts
 from routing.policy import AGGREGATE
+from routing.router import Router
 from routing.setup import RoutingSetup, prepare
 from schemas.codec import Codec
 from schemas.models import SignalIn, describe_errors
@@ -190,3 +197,40 @@ def _print_diff(d: PolicyDiff, *, verbose: bool) -> None:
                 typer.echo(f"+ {c.value:<7}{rid:<40}{event_id}")
             for event_id, rid in x.removed:
                 typer.echo(f"- {c.value:<7}{rid:<40}{event_id}")
+
+
+@policy_app.command("apply")
+def apply(
+    ctx: typer.Context,
+    file: PolicyFile,
+    group: Annotated[str | None, typer.Option(
+        help="Consumer group of this run (default: one per policy version).")] = None,
+    until_idle: Annotated[float, typer.Option(
+        min=0.1, help="Stop after this many seconds without input.")] = 5.0,
+) -> None:
+    """Apply a new policy to the retained history: every signal's latest version is decided
+    again; newly entitled recipients receive it, no-longer-entitled ones get a retraction,
+    unchanged ones get nothing. Applying the same policy twice changes nothing. Stop the
+    routers first, and restart them with PLANR_POLICY pointing at FILE."""
+    c = get(ctx)
+    setup = _load(file)
+    conn = c.connection()
+    registry = c.key_registry()
+    signer = c.signer(ROUTER, registry)
+    group_id = group or f"planr-policy-apply-{setup.policy.version.removeprefix('sha256:')}"
+
+    async def go() -> RouterStats:
+        async with c.database("ledger") as db, Router(
+                conn=conn, topics=c.topics, engine=setup.engine, views=setup.views,
+                codec=setup.codec, metrics=default_metrics(), registry=registry, signer=signer,
+                ledger=StoreLedger(db), group_id=group_id, reapply=True) as router:
+            stats: RouterStats = await router.run(until_idle=until_idle)
+            return stats
+
+    try:
+        stats = run_async(go())
+    except PlanrError as exc:
+        fail(f"policy apply stopped: {exc}")
+    typer.echo(f"applied {setup.policy.version}: {sum(stats.deliveries.values())} deliveries to "
+               f"newly entitled recipients, {sum(stats.retractions.values())} retractions, "
+               f"{stats.unchanged['unchanged']} signals unchanged")

@@ -4,6 +4,8 @@ then stops."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -12,6 +14,7 @@ from cli.context import Context, fail, get, run_async
 from consumers.inboxes import INBOX_CLASSES, InboxService
 from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
+from consumers.ntf.aggregator import DEFAULT_GRACE, NtfAggregator
 from consumers.outbox import DEAD_LETTER_KIND, Outbox
 from consumers.store import Database
 from consumers.tracked import TrackedConsumer
@@ -20,7 +23,6 @@ from planr.errors import PlanrError, UsageError
 from planr.loop import drain_on_signals
 from planr.signing import AGGREGATOR, INBOXES, ROUTER
 from planr.telemetry import default_metrics
-from routing.aggregator import Aggregator
 from routing.router import Router
 from routing.setup import RoutingSetup, prepare
 from schemas.codec import Codec
@@ -83,31 +85,49 @@ def aggregate(
     ctx: typer.Context,
     until_idle: UntilIdle = None,
     interval: Annotated[
-        float, typer.Option(envvar="PLANR_NTF_INTERVAL", help="Seconds between emissions.")
+        float, typer.Option(envvar="PLANR_NTF_INTERVAL", min=0.1,
+                            help="Seconds between checks for closed months when idle.")
     ] = 60.0,
-    group: Annotated[
-        str, typer.Option(envvar="PLANR_NTF_GROUP", help="Consumer group id.")
-    ] = "planr-ntf-aggregator",
+    grace_days: Annotated[
+        int, typer.Option(envvar="PLANR_NTF_GRACE_DAYS", min=0,
+                          help="Days after a month's end before it is published.")
+    ] = DEFAULT_GRACE.days,
+    at: Annotated[
+        datetime | None, typer.Option(help="A fixed clock for closing months (default: now, UTC).")
+    ] = None,
 ) -> None:
-    """Run the National Taskforce aggregator (counts by phenomenon, arrondissement, month)."""
+    """Run the National Taskforce aggregator: counts every NtfFact once into its store and
+    publishes each closed month's table, small counts suppressed (threshold in the policy)."""
     c = get(ctx)
     conn = c.connection()
     registry = c.key_registry()
     signer = c.signer(AGGREGATOR, registry)
+    policy = routing_setup(c).policy
+    clock = _utcnow if at is None else _fixed(at)
     c.serve_metrics()
+    metrics = default_store_metrics()
 
-    async def go() -> None:
-        async with Aggregator(conn=conn, topics=c.topics, codec=Codec(),
-                              metrics=default_metrics(), registry=registry, signer=signer,
-                              group_id=group, interval=interval) as agg:
-            drain_on_signals(agg)
-            await agg.run(until_idle=until_idle)
-        typer.echo(f"aggregated: {agg.facts} facts, {agg.emitted} aggregate records", err=True)
+    async def work(db: Database) -> None:
+        outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics, signer=signer)
+        agg = NtfAggregator(conn=conn, db=db, topics=c.topics, codec=Codec(), metrics=metrics,
+                            registry=registry, threshold=policy.ntf_threshold,
+                            policy_version=policy.version, grace=timedelta(days=grace_days),
+                            interval=interval, now=clock, outbox=outbox)
+        await serve_store(agg, outbox, until_idle, "aggregator")
+        typer.echo(f"aggregator: {agg.facts} facts counted, "
+                   f"{len(agg.published)} closed month(s) published", err=True)
 
-    try:
-        run_async(go())
-    except PlanrError as exc:
-        fail(f"aggregator stopped: {exc}")
+    c.with_db("ntf", work)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fixed(at: datetime) -> Callable[[], datetime]:
+    """A clock that always says ``at`` (UTC unless it names a zone)."""
+    fixed = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return lambda: fixed
 
 
 async def serve_store(consumer: TrackedConsumer, outbox: Outbox | None,

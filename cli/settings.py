@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         default=None,
         description="The durable inboxes' store, separate from the common database; unset "
                     "means SQLite file inboxes.db in data_dir.")
+    ntf_db_url: str | None = Field(
+        default=None,
+        description="The NTF statistics' store (counts, published months); unset means SQLite "
+                    "file ntf.db in data_dir.")
     ftf_access: Path = Field(
         default=DEFAULT_ACCESS_FILE,
         description="Access modes of the services to the common database (FTF / T.E.R.).",

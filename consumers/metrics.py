@@ -64,7 +64,31 @@ class StoreMetrics:
             ["kind"],
             registry=registry,
         )
+        self._ntf(registry)
         self._jib(registry)
+
+    def _ntf(self, registry: CollectorRegistry) -> None:
+        """The NTF statistics' metrics (consumers.ntf)."""
+        self.ntf_facts = Counter(
+            "planr_ntf_facts",
+            "NtfFacts counted by the NTF aggregator: counted, or late (their month was already "
+            "published).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.ntf_months = Counter(
+            "planr_ntf_months",
+            "Closed months of NTF statistics, published or withheld.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.ntf_cells = Counter(
+            "planr_ntf_cells_published",
+            "Entries of the NTF's month tables published, by status: shown, primary "
+            "(below the threshold) or secondary (withheld to protect one).",
+            ["status"],
+            registry=registry,
+        )
 
     def _jib(self, registry: CollectorRegistry) -> None:
         self.jib_proposals = Counter(

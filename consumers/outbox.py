@@ -1,17 +1,17 @@
 """The transactional outbox: messages decided in a database transaction, sent afterwards.
 
-Removal events, consultation audit records, OCAM requests and dead letters are written to the
-``outbox`` table in the same transaction as the change that decided them, then produced
-(``acks=all``) and marked sent. A crash between the two resends them: at-least-once on the
-wire, with deterministic ids for the readers to deduplicate.
+Removal events, consultation audit records, OCAM requests, the NTF's statistics and dead
+letters are written to the ``outbox`` table in the same transaction as the change that decided
+them, then produced (``acks=all``) and marked sent. A crash between the two resends them:
+at-least-once on the wire, with deterministic ids for the readers to deduplicate.
 
 The JIB's consensus process writes its decisions, its deliveries (one topic per party: the
 row's key is the recipient) and its audit records the same way.
 
 With a signer, each message is signed as it is sent, with the key of the process that sends
-it (the projector's, the inbox service's, or a consultation's ``projector`` key). Services
-that share a store share its outbox table, so an outbox may be limited to some kinds: the
-inbox service sends dead letters only, never what the common database decided.
+it (the projector's, the inbox service's, the aggregator's, or a consultation's ``projector``
+key). Services that share a store share its outbox table, so an outbox may be limited to some
+kinds: the inbox service sends dead letters only, never what the common database decided.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from consumers.metrics import StoreMetrics
 from consumers.store import Database
 from consumers.store.tables import outbox
+from planr.domain import Recipient, RecipientClass
 from planr.errors import DeliveryError
 from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
@@ -38,6 +39,7 @@ REMOVAL_KIND = "removal"
 CONSULTATION_KIND = "consultation"
 OCAM_REQUEST_KIND = "ocam_request"
 DEAD_LETTER_KIND = "dead_letter"
+NTF_KIND = "ntf_statistics"
 JIB_DECISION_KIND = "jib_decision"
 JIB_DELIVERY_KIND = "jib_delivery"  # the key is the recipient: its topic is the party's own
 JIB_AUDIT_KIND = "jib_audit"
@@ -59,6 +61,7 @@ def topic_of(topics: Topics, kind: str, key: str = "") -> str:
         CONSULTATION_KIND: topics.ftf_consultations,
         OCAM_REQUEST_KIND: topics.ftf_ocam_requests,
         DEAD_LETTER_KIND: topics.dead_letter,
+        NTF_KIND: topics.delivery(Recipient(RecipientClass.NTF)),
         JIB_DECISION_KIND: topics.jib_decisions,
         JIB_AUDIT_KIND: topics.jib_audit,
     }[kind]

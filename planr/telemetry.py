@@ -97,11 +97,6 @@ class Metrics:
             ["version"],
             registry=registry,
         )
-        self.aggregates_emitted = Counter(
-            "planr_ntf_aggregates_emitted",
-            "Aggregate records emitted to the National Taskforce.",
-            registry=registry,
-        )
         self._declare_runtime(registry)
 
     def _declare_runtime(self, registry: CollectorRegistry) -> None:

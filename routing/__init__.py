@@ -1,5 +1,6 @@
 """Need-to-know routing: the policy (data, in ``policy.yaml``), the decision engine, the
-minimised views, policy comparison, the routing consumer and the NTF aggregator."""
+minimised views, policy comparison and the routing consumer (which writes the facts that the
+NTF aggregator, in ``consumers.ntf``, counts)."""
 
 from pathlib import Path
 

@@ -46,17 +46,19 @@ class Emitter:
 
     def __init__(self, out: BatchSender, *, topics: Topics, codec: Codec, views: Views,
                  engine: Engine, metrics: Metrics, stats: RouterStats, now: datetime,
-                 counters: dict[tuple[str, bool], Any]) -> None:
+                 counters: dict[tuple[str, bool], Any], dead_letters: bool = True) -> None:
         self.out, self.topics, self.codec, self.views = out, topics, codec, views
         self.engine, self.metrics, self.stats, self.now = engine, metrics, stats, now
         self._counters = counters
+        self._write_dead_letters = dead_letters  # false: counted only (a re-evaluation)
 
     async def route(self, signal: Mapping[str, Any], facts: Facts, *,
-                    skip: Iterable[str] = ()) -> dict[str, str]:
+                    skip: Iterable[str] = (), ntf: bool = True) -> dict[str, str]:
         """Decide every candidate of ``signal`` (a version of an event) and write its
         deliveries, NTF fact and audit records; recipients in ``skip`` already hold this
-        very version and get nothing. Returns the allowed recipients with their delivery
-        ids (the aggregate recipient excluded)."""
+        very version and get nothing; ``ntf`` false writes no NTF fact (the NTF counts an
+        event once). Returns the allowed recipients with their delivery ids (the aggregate
+        recipient excluded)."""
         version = int(signal.get("version", 1))
         key = facts.event_id.encode()
         allowed: dict[str, str] = {}
@@ -64,7 +66,8 @@ class Emitter:
         for d in self.engine.decide(facts):
             rid = str(d.recipient)
             if d.allowed:
-                await self._deliver(d, signal, facts, version, key, send=rid not in unchanged)
+                await self._deliver(d, signal, facts, version, key,
+                                    send=rid not in unchanged, ntf=ntf)
                 if d.view not in self.views.aggregate_views:
                     allowed[rid] = delivery_id(facts.event_id, d.recipient)
             else:
@@ -80,9 +83,10 @@ class Emitter:
         return allowed
 
     async def _deliver(self, d: Decision, signal: Mapping[str, Any], facts: Facts,
-                       version: int, key: bytes, *, send: bool) -> None:
+                       version: int, key: bytes, *, send: bool, ntf: bool) -> None:
         if d.view in self.views.aggregate_views:
-            await self.out.add(self.topics.ntf_facts, self._ntf_fact(signal, facts), key)
+            if ntf:
+                await self.out.add(self.topics.ntf_facts, self._ntf_fact(signal, facts), key)
             return
         if not send:
             return
@@ -107,10 +111,12 @@ class Emitter:
             self.metrics.retractions.labels(reason).inc()
 
     async def dead_letter(self, rec: ConsumerRecord, reason: str, detail: str) -> None:
+        self.stats.dead_letters[reason] += 1
+        if not self._write_dead_letters:
+            return
         record = dead_letter_record(rec, reason, detail)
         await self.out.add(self.topics.dead_letter, self.codec.encode(DEAD_LETTER, record),
                            rec.key)
-        self.stats.dead_letters[reason] += 1
         self.metrics.dead_letters.labels(reason).inc()
         log.warning("router.dead_letter", reason=reason, topic=rec.topic,
                     partition=rec.partition, offset=rec.offset)

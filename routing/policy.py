@@ -169,6 +169,13 @@ class Rule(_Strict):
     _targets = field_validator("recipients", "except_")(_check_targets)
 
 
+class Statistics(_Strict):
+    """How figures are published: counts below ``ntf_threshold`` are never shown to the NTF
+    (zeros are shown, so ``<2`` would mean exactly 1: the least useful threshold is 3)."""
+
+    ntf_threshold: int = Field(default=5, ge=3, le=1000)
+
+
 class PolicyDocument(_Strict):
     name: OneLine
     description: str = ""
@@ -176,6 +183,7 @@ class PolicyDocument(_Strict):
     working_groups: dict[WorkingGroup, Remit]
     views: dict[str, list[str] | Literal["aggregate"]]
     rules: list[Rule]
+    statistics: Statistics = Statistics()
     #: Who receives the Joint Information Box's proposals and decisions (routing/jib.py).
     jib: JibPolicy | None = None
 
@@ -245,6 +253,10 @@ class Policy:
     @property
     def rules(self) -> list[Rule]:
         return self.document.rules
+
+    @property
+    def ntf_threshold(self) -> int:
+        return self.document.statistics.ntf_threshold
 
     @classmethod
     def from_text(cls, text: str, source: str = "<policy>") -> Policy:

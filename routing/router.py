@@ -39,6 +39,7 @@ from routing.emitter import Emitter, RouterStats
 from routing.engine import Engine, Facts
 from routing.lifecycle import (
     EventState,
+    Holding,
     Ledger,
     Markings,
     RetractionReason,
@@ -95,6 +96,7 @@ class Router(ConsumeLoop):
         group_id: str = "planr-router",
         ingress: Iterable[str] | None = None,
         max_batch: int = 2000,
+        reapply: bool = False,
     ) -> None:
         if signer.owner != ROUTER:
             raise UsageError(f"signer: key {signer.key_id} belongs to {signer.owner}, "
@@ -108,6 +110,8 @@ class Router(ConsumeLoop):
         self._codec = codec
         self._metrics = metrics
         self._ledger = ledger
+        #: ``planr policy apply``: decide again what was routed (see :meth:`_reapply_policy`)
+        self._reapply = reapply
         self._ingress = list(ingress) if ingress is not None else topics.all_ingress()
         self._inputs = [*self._ingress, topics.ftf_removals]
         self._conn = conn
@@ -165,7 +169,7 @@ class Router(ConsumeLoop):
         emit = Emitter(BatchSender(self._producer, signer=self._signer), topics=self._topics,
                        codec=self._codec, views=self._views, engine=self._engine,
                        metrics=self._metrics, stats=self.stats, now=now,
-                       counters=self._counters)
+                       counters=self._counters, dead_letters=not self._reapply)
         admitted = [a for recs in batch.values() for rec in recs
                     if (a := await self._admit(rec, now, emit)) is not None]
         states = await self._ledger.load(await self._events_of(admitted))
@@ -270,6 +274,9 @@ class Router(ConsumeLoop):
         if judged.verdict in (Verdict.CONFLICT, Verdict.LOOSENED):
             await emit.dead_letter(a.rec, judged.verdict.value, judged.detail)
             return
+        if judged.verdict is Verdict.DUPLICATE and self._reapply and state is not None:
+            await self._reapply_policy(a, state, changed, emit)
+            return
         if judged.verdict in (Verdict.DUPLICATE, Verdict.STALE):
             self.stats.unchanged[judged.verdict.value] += 1
             return
@@ -280,7 +287,8 @@ class Router(ConsumeLoop):
                                reason=RetractionReason.WITHDRAWN.value)
         else:
             assert a.facts is not None
-            allowed = await emit.route(a.record, a.facts)
+            # the NTF counts an event once: its first routed version
+            allowed = await emit.route(a.record, a.facts, ntf=state is None)
             new, gone = after_routing(state, event_id=a.event_id, agency=agency,
                                       subject_id=a.record["subject"]["id"], version=version,
                                       fingerprint=fingerprint, markings=markings,
@@ -288,6 +296,27 @@ class Router(ConsumeLoop):
             await emit.retract(gone, event_id=a.event_id, version=version,
                                reason=RetractionReason.NOT_ENTITLED.value)
         states[a.event_id] = changed[a.event_id] = new
+
+    async def _reapply_policy(self, a: Admitted, state: EventState,
+                              changed: dict[str, EventState], emit: Emitter) -> None:
+        """``planr policy apply``: the version already routed, decided again under this
+        router's policy: newly entitled recipients receive it, recipients no longer entitled
+        get a retraction, unchanged ones get nothing."""
+        assert a.facts is not None
+        held = {h.recipient for h in state.holders()}
+        allowed = await emit.route(a.record, a.facts, skip=held, ntf=False)
+        gone = [h for h in state.holders() if h.recipient not in allowed]
+        for h in gone:
+            h.active = False
+        for recipient, did in allowed.items():
+            if recipient not in held:
+                state.holdings[recipient] = Holding(recipient, did, state.version)
+        await emit.retract(gone, event_id=a.event_id, version=state.version,
+                           reason=RetractionReason.NOT_ENTITLED.value)
+        if gone or set(allowed) - held:
+            changed[a.event_id] = state
+        else:
+            self.stats.unchanged["unchanged"] += 1
 
     async def _removed(self, a: Admitted, states: dict[str, EventState],
                        changed: dict[str, EventState], emit: Emitter) -> None:
@@ -300,6 +329,7 @@ class Router(ConsumeLoop):
             gone = state.holders()
             for h in gone:
                 h.active = False
+            state.withdrawn = True  # closed: neither a correction nor a new policy revives it
             await emit.retract(gone, event_id=event_id, version=state.version,
                                reason=RetractionReason.REMOVED.value)
             changed[event_id] = state

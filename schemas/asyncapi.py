@@ -44,7 +44,8 @@ _PARAMETER_DOCS = {
     "refnis": "The municipality of the CSIL R (REFNIS code).",
 }
 #: Keys of the records that share a topic with another (the first record's key is the family's).
-_KEYS = {names.RETRACTION: "event id"}
+_KEYS = {names.RETRACTION: "event id", names.JIB_VOTE: "proposal id",
+         names.JIB_TICK: "tick id"}
 _SECURITY_TYPES = {"SCRAM-SHA-256": "scramSha256", "SCRAM-SHA-512": "scramSha512",
                    "PLAIN": "plain"}
 

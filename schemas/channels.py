@@ -87,4 +87,27 @@ def families(topics: Topics) -> list[Family]:
                topics.ftf_consultations, names.FTF_CONSULTATION, "consulting service"),
         Family("ftf-ocam-requests", "Consultations forwarded to OCAM",
                topics.ftf_ocam_requests, names.OCAM_REQUEST, "consulting service"),
+        *_jib(topics),
+    ]
+
+
+def _jib(topics: Topics) -> list[Family]:
+    """The Joint Information Box's topics (docs/jib.md)."""
+    p, jib = topics.prefix, "the JIB's consensus process (jib)"
+    return [
+        Family("jib-submissions", "JIB proposals, votes and clock ticks, in one total order",
+               topics.jib_submissions, names.JIB_PROPOSAL, "proposal id",
+               signed_by="its author: the proposer, the voting service, jib for a tick",
+               more=(names.JIB_VOTE, names.JIB_TICK)),
+        Family("jib-decisions", "Every decision of the JIB", topics.jib_decisions,
+               names.JIB_DECISION, "proposal id", signed_by=jib),
+        Family("jib-deliver-service", "What the policy routes to one service from the JIB",
+               f"{p}.jib.deliver.service.{{agency}}", names.JIB_DELIVERY, "recipient",
+               "agency", tuple(a.value for a in Agency), signed_by=jib),
+        Family("jib-deliver-tfl", "What the policy routes to one local taskforce from the JIB",
+               f"{p}.jib.deliver.tfl.{{arrondissement}}", names.JIB_DELIVERY, "recipient",
+               "arrondissement", territory.arrondissement_ids(), signed_by=jib),
+        Family("audit-jib", "Routing decisions, refused votes and consultations of the JIB",
+               topics.jib_audit, names.JIB_AUDIT, "proposal id, or the consulting party",
+               signed_by=jib),
     ]

@@ -192,7 +192,14 @@ def test_who_publishes_and_subscribes_where_as_the_design_says(doc):
     assert who("receive", "ftf-ocam-requests") == {"User:agency-ocam"}
     assert "User:operator" in who("receive", "deadletter")
     assert who("send", "deadletter") == {"User:planr-router", "User:planr-aggregator",
-                                         "User:planr-projector", "User:planr-inboxes"}
+                                         "User:planr-projector", "User:planr-inboxes",
+                                         "User:planr-jib"}
+    # the JIB: every service and local taskforce proposes; only the consensus process reads
+    assert who("receive", "jib-submissions") == {"User:planr-jib"}
+    assert len(who("send", "jib-submissions")) == 14 + 12 + 1
+    assert who("send", "jib-decisions") == {"User:planr-jib"}
+    assert who("receive", "jib-deliver-service") == {"User:agency-{agency}"}
+    assert who("receive", "jib-deliver-tfl") == {"User:tfl-{arrondissement}"}
 
 
 def test_ingress_and_router_delivery_channels_also_carry_withdrawals_and_retractions(doc):

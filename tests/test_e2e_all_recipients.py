@@ -8,23 +8,29 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import UTC
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 from aiokafka import TopicPartition
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import select
 
 from consumers.inbox import read_inbox
 from consumers.ledger import StoreLedger
+from consumers.metrics import StoreMetrics
+from consumers.ntf.aggregator import NtfAggregator
+from consumers.outbox import Outbox
 from consumers.reader import read_topic
+from consumers.store import Database, sqlite_url
+from consumers.store.tables import ntf_counts
 from planr.domain import Agency, Recipient, RecipientClass, all_recipients
 from planr.kafka import KafkaConnection, make_consumer
 from planr.signing import AGGREGATOR, ROUTER
 from planr.telemetry import Metrics, configure_logging
 from planr.topics import Topics, provision
-from routing.aggregator import Aggregator, totals
 from routing.engine import Facts
 from routing.router import Router
 from routing.setup import RoutingSetup
@@ -34,10 +40,12 @@ from scenarios.signals import generate
 from schemas.codec import Codec
 from schemas.models import SignalIn
 from schemas.names import DELIVERY, ROUTING_DECISION, view_schema_name
+from tests.ntf_oracle import determined_by_totals
 
 N_SIGNALS = 5_000
-AGGREGATE_FIELDS = {"aggregate_id", "period", "arrondissement", "phenomenon", "count",
-                    "policy_version", "emitted_at"}
+AGGREGATE_FIELDS = {"aggregate_id", "period", "arrondissement", "phenomenon", "count", "shown",
+                    "suppressed", "threshold", "policy_version", "emitted_at"}
+NTF_CLOCK = datetime(2027, 1, 1, tzinfo=UTC)
 
 
 class Offline:
@@ -71,25 +79,36 @@ def _scenario() -> list[tuple[Agency, SignalIn]]:
 
 
 async def _route(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, metrics: Metrics,
-                 group_id: str, ntf_signals: int, keys: KeyRing, ledger: StoreLedger) -> None:
+                 group_id: str, keys: KeyRing, ledger: StoreLedger) -> None:
     router = Router(conn=conn, topics=topics, engine=setup.engine, views=setup.views,
                     codec=setup.codec, metrics=metrics, registry=keys.registry,
                     signer=keys.signer(ROUTER), group_id=group_id, ledger=ledger)
-    aggregator = Aggregator(conn=conn, topics=topics, codec=setup.codec, metrics=metrics,
-                            registry=keys.registry, signer=keys.signer(AGGREGATOR),
-                            group_id=f"{group_id}-ntf", interval=0.5)
-    async with router, aggregator:
-        counting = asyncio.create_task(aggregator.run())
+    async with router:
         stats = await router.run(until_idle=2.0)
         assert stats.signals == N_SIGNALS
         assert not stats.dead_letters
-        deadline = time.monotonic() + 30
-        while aggregator.facts < ntf_signals and time.monotonic() < deadline:
-            assert not counting.done(), counting.exception()
-            await asyncio.sleep(0.1)
-        aggregator.request_stop()
-        await counting
-        assert aggregator.facts == ntf_signals
+
+
+async def _count_ntf(conn: KafkaConnection, topics: Topics, setup: RoutingSetup, db: Database,
+                     ntf_signals: int, keys: KeyRing) -> Counter[tuple[str, str, str]]:
+    """The NTF aggregator over the routed history, on a clock at which every month of the
+    scenario (January to November 2026) is closed; returns its stored counts."""
+    metrics = StoreMetrics(CollectorRegistry())
+    outbox = Outbox(conn=conn, topics=topics, metrics=metrics, signer=keys.signer(AGGREGATOR))
+    aggregator = NtfAggregator(conn=conn, db=db, topics=topics, codec=setup.codec,
+                               metrics=metrics, registry=keys.registry,
+                               threshold=setup.policy.ntf_threshold,
+                               policy_version=setup.policy.version, outbox=outbox,
+                               now=lambda: NTF_CLOCK, interval=0.5)
+    try:
+        async with aggregator:
+            await aggregator.run(until_idle=1.0)
+    finally:
+        await outbox.stop()
+    assert aggregator.facts == ntf_signals
+    async with db.engine.connect() as c:
+        return Counter({(p, a, ph): n for p, a, ph, n in
+                        (await c.execute(select(ntf_counts))).all()})
 
 
 async def _read_deliveries(
@@ -149,7 +168,7 @@ async def _read_topics(conn: KafkaConnection, names: list[str]) -> dict[str, lis
 async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_offline(
     conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics, codec: Codec,
     routing_setup: RoutingSetup, capsys: pytest.CaptureFixture[str], keys: KeyRing,
-    ledger: StoreLedger,
+    ledger: StoreLedger, tmp_path: Path,
 ):
     signals = _scenario()
     offline = Offline(routing_setup, signals)
@@ -160,8 +179,10 @@ async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_of
     try:
         await provision(conn, topics)  # every topic: ~0.2 s on the embedded broker
         await publish_all(conn, topics, codec, metrics, signals, signers=keys.signers)
-        await _route(conn, topics, routing_setup, metrics, group_id, offline.ntf_signals, keys,
-                     ledger)
+        await _route(conn, topics, routing_setup, metrics, group_id, keys, ledger)
+        async with Database(sqlite_url(tmp_path, "ntf.db")) as ntf_db:
+            ntf_counted = await _count_ntf(conn, topics, routing_setup, ntf_db,
+                                           offline.ntf_signals, keys)
         inboxes = await _read_deliveries(conn, topics, codec)
         raw_audit = [rec.value async for rec in read_topic(conn, topics.audit)]
         raw_facts = [rec.value async for rec in read_topic(conn, topics.ntf_facts)]
@@ -201,10 +222,31 @@ async def test_scenario_reaches_every_recipient_exactly_as_the_policy_decides_of
     leak = SECRET_SUMMARY.encode()
     assert not [v for v in raw_audit if leak in v]
 
-    # The NTF: aggregates only, whose totals match the offline counts.
-    assert ntf
+    # The NTF: every signal counted once, as offline; closed months published with no count
+    # below the threshold shown, every shown count true, every non-zero cell present.
+    assert ntf_counted == offline.ntf_cells
     assert all(set(a) == AGGREGATE_FIELDS for a in ntf)
-    assert totals(ntf) == offline.ntf_cells
+    threshold = routing_setup.policy.ntf_threshold
+    inner = {(a["period"], a["arrondissement"], a["phenomenon"]): a for a in ntf
+             if "*" not in (a["arrondissement"], a["phenomenon"])}
+    assert set(inner) == set(offline.ntf_cells)
+    for cell, a in inner.items():
+        if a["suppressed"]:
+            assert a["count"] is None
+            assert (a["shown"] == f"<{threshold}") == (offline.ntf_cells[cell] < threshold)
+        else:
+            assert a["count"] == offline.ntf_cells[cell] >= threshold
+    for a in ntf:
+        assert a["suppressed"] or a["count"] >= threshold
+    for period in {a["period"] for a in ntf}:  # no suppressed entry solvable from the rest
+        values: Counter[tuple[str, str]] = Counter()
+        for (p, arr, ph), n in offline.ntf_cells.items():
+            if p == period:
+                for key in ((arr, ph), (arr, "*"), ("*", ph), ("*", "*")):
+                    values[key] += n
+        hidden = {(a["arrondissement"], a["phenomenon"]) for a in ntf
+                  if a["period"] == period and a["suppressed"]}
+        assert determined_by_totals(values, hidden) == set(), period
     assert len(raw_facts) == offline.ntf_signals
     assert not [v for v in raw_facts if leak in v]
 

@@ -4,20 +4,24 @@ the policy's rules for the few signals used (Brussels, unclassified/confidentiel
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
+from consumers.ftf.projector import Projector
 from consumers.inbox_rows import read_stored
 from consumers.inboxes import InboxService
 from consumers.ledger import StoreLedger
 from consumers.metrics import StoreMetrics
+from consumers.outbox import Outbox
 from consumers.reader import read_topic
 from consumers.store import Database, sqlite_url
 from planr.domain import Agency, Recipient
 from planr.kafka import KafkaConnection
-from planr.signing import ROUTER
+from planr.signing import PROJECTOR, ROUTER
 from planr.telemetry import Metrics
 from planr.topics import Topics, provision
 from producers.publisher import Publisher
@@ -35,10 +39,12 @@ TFL, CSILR, WG = "tfl:brussel", "csilr:21004", "wg:salafism"
 INBOXES = [Recipient.parse(r) for r in (TFL, CSILR, WG)]
 
 
-def _signal(event_id: str, version: int, subject: str = "P-1", **kw: Any) -> SignalIn:
+def _signal(event_id: str, version: int, subject: str | dict[str, Any] = "P-1",
+            **kw: Any) -> SignalIn:
     base: dict[str, Any] = {
         "event_id": event_id, "version": version, "local_sharing": True, "domains": [],
-        "subject": {"id": subject, "kind": "person", "statuses": []},
+        "subject": subject if isinstance(subject, dict)
+        else {"id": subject, "kind": "person", "statuses": []},
         "summary": f"version {version}",
     }
     return make_signal(**{**base, **kw})
@@ -139,3 +145,54 @@ async def test_ledger_answers_who_holds_what_and_logs_the_question(
     assert [c["query_id"] for c in await ledger.consultations()] == ["P-9"]
     assert RETRACTION not in {n for r in (TFL,) for n, _ in
                               await _delivered(conn, codec, topics.delivery(Recipient.parse(r)))}
+
+
+async def _project(conn: KafkaConnection, topics: Topics, codec: Codec, keys: KeyRing,
+                   path: Path) -> None:
+    """The common-database projector over what the router delivered; its outbox sends the
+    removals (signed with the projector's key)."""
+    metrics = StoreMetrics(CollectorRegistry())
+    async with Database(sqlite_url(path, "ftf.db")) as db:
+        outbox = Outbox(conn=conn, topics=topics, metrics=metrics, signer=keys.signer(PROJECTOR))
+        async with Projector(conn=conn, db=db, topics=topics, codec=codec,
+                             access=AccessConfig.load(DEFAULT_ACCESS_FILE), metrics=metrics,
+                             registry=keys.registry, outbox=outbox) as projector:
+            await projector.catch_up()
+        await outbox.stop()
+
+
+async def test_ocam_removal_retracts_from_every_holder_about_that_person_and_no_one_else(
+    conn, topics, routing_setup, codec, ledger, group_id, tmp_path, keys
+):
+    await _provision(conn, topics)
+    person = {"id": "P-7", "kind": "person", "statuses": ["FTF"]}
+    other = {"id": "P-8", "kind": "person", "statuses": ["FTF"]}
+    feeder = _signal("0d000000-0000-4000-8000-000000000001", 1, subject=person)
+    control = _signal("0d000000-0000-4000-8000-000000000002", 1, subject=other)
+    include = _signal("0d000000-0000-4000-8000-000000000003", 1, subject=person,
+                      ocam={"action": "include", "threat_level": 3, "basis": "established"})
+    remove = _signal("0d000000-0000-4000-8000-000000000004", 1, subject=person,
+                     ocam={"action": "remove"})
+    for agency, batch in ((Agency.VSSE, [feeder]), (Agency.POLFED, [control]),
+                          (Agency.OCAM, [include, remove])):
+        async with Publisher(conn=conn, agency=agency, topics=topics, codec=codec,
+                             metrics=Metrics(CollectorRegistry()),
+                             signer=keys.signer(agency)) as pub:
+            await pub.publish_many(batch)
+    await _route(conn, topics, routing_setup, codec, ledger, group_id, keys)
+    await _project(conn, topics, codec, keys, tmp_path)
+    stats = await _route(conn, topics, routing_setup, codec, ledger, group_id, keys)
+    # oracle: what travelled on every delivery topic of the recipients involved
+    delivered: set[tuple[str, str]] = set()
+    retracted: set[tuple[str, str]] = set()
+    for r in (TFL, CSILR, WG, "ftf-db", "wg:ftf"):
+        for name, rec in await _delivered(conn, codec, topics.delivery(Recipient.parse(r))):
+            if name == DELIVERY:
+                delivered.add((rec["event_id"], r))
+            elif name == RETRACTION:
+                assert rec["reason"] == "removed_from_database"
+                retracted.add((rec["event_id"], r))
+    about_person = {str(s.event_id) for s in (feeder, include, remove)}
+    assert {d for d in delivered if d[0] in about_person}, "the person's data was delivered"
+    assert retracted == {d for d in delivered if d[0] in about_person}
+    assert stats.retractions == {"removed_from_database": len(retracted)}

@@ -24,6 +24,7 @@ from consumers.inbox_rows import read_stored
 from consumers.inboxes import InboxService
 from consumers.ledger import StoreLedger
 from consumers.metrics import StoreMetrics
+from consumers.ntf.aggregator import NtfAggregator
 from consumers.outbox import DEAD_LETTER_KIND, REMOVAL_KIND, Outbox, outbox_row
 from consumers.reader import read_topic
 from consumers.store import Database, sqlite_url
@@ -43,7 +44,6 @@ from planr.signing import (
 )
 from planr.telemetry import Metrics
 from planr.topics import Topics, provision
-from routing.aggregator import Aggregator
 from routing.router import Router
 from routing.setup import RoutingSetup
 from scenarios.builders import make_signal
@@ -71,6 +71,11 @@ async def produce(conn: KafkaConnection, topic: str,
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+async def _outbox_rows(db: Database) -> list[dict[str, Any]]:
+    async with db.engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(select(outbox))).mappings()]
 
 
 async def dead_letters(conn: KafkaConnection, topics: Topics) -> list[dict[str, Any]]:
@@ -259,8 +264,8 @@ async def test_router_dead_letters_every_forged_signal_and_routes_the_genuine_on
 
 
 async def test_aggregator_counts_only_router_signed_facts(
-    conn: KafkaConnection, topics: Topics, group_id: str, metrics: Metrics,
-    routing_setup: RoutingSetup, keys: KeyRing,
+    conn: KafkaConnection, topics: Topics, routing_setup: RoutingSetup, keys: KeyRing,
+    tmp_path: Path,
 ):
     topic = topics.ntf_facts
     await provision(conn, topics, [topic, topics.dead_letter, topics.delivery(
@@ -269,8 +274,8 @@ async def test_aggregator_counts_only_router_signed_facts(
 
     def fact(n: int) -> bytes:
         return codec.encode(NTF_FACT, {
-            "event_id": f"e-{n}", "period": "2026-01", "arrondissement": "brussel",
-            "phenomena": ["salafism"], "policy_version": "v"})
+            "event_id": f"0e000000-0000-4000-8000-00000000000{n}", "period": "2026-01",
+            "arrondissement": "brussel", "phenomena": ["salafism"], "policy_version": "v"})
 
     router, polfed = keys.signer(ROUTER), keys.signer(Agency.POLFED)
     await produce(conn, topic, [
@@ -279,13 +284,22 @@ async def test_aggregator_counts_only_router_signed_facts(
         (fact(2), None),
         (fact(3), sign_headers(router, topic, fact(3))),
     ])
-    aggregator = Aggregator(conn=conn, topics=topics, codec=codec, metrics=metrics,
-                            registry=keys.registry, signer=keys.signer(AGGREGATOR),
-                            group_id=group_id, interval=0.2)
-    async with aggregator:
-        await aggregator.run(until_idle=1.0)
-    assert aggregator.facts == 2
-    dead = await dead_letters(conn, topics)
+    store_metrics = StoreMetrics(CollectorRegistry())
+    async with Database(sqlite_url(tmp_path, "ntf.db")) as db:
+        outbox = Outbox(conn=conn, topics=topics, metrics=store_metrics,
+                        signer=keys.signer(AGGREGATOR))
+        aggregator = NtfAggregator(conn=conn, db=db, topics=topics, codec=codec,
+                                   metrics=store_metrics, registry=keys.registry, threshold=5,
+                                   policy_version="v", outbox=outbox, interval=0.2,
+                                   now=lambda: datetime(2026, 3, 10, tzinfo=UTC))
+        try:
+            async with aggregator:
+                await aggregator.run(until_idle=1.0)
+        finally:
+            await outbox.stop()
+        assert aggregator.facts == 2
+        dead = [codec.decode(r["value"], DEAD_LETTER) for r in await _outbox_rows(db)
+                if r["kind"] == DEAD_LETTER_KIND]
     assert sorted((d["reason"], d["detail"]) for d in dead) == [
         ("unauthenticated", "unsigned"),
         ("unauthenticated", f"wrong_signer key_id={polfed.key_id}"),

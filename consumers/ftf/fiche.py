@@ -128,18 +128,29 @@ def _ocam_fields(view: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ocam.items() if v is not None}
 
 
+def governance_audits(view: Mapping[str, Any], mode: AccessMode) -> list[tuple[str, str]]:
+    """The governance audit records (reason, detail) one record from a service with access
+    ``mode`` gives rise to: they depend on that record alone, never on the fiche."""
+    if not mode.feeds:
+        return [("feed_denied", f"access_mode={mode}")]
+    decision = _ocam_fields(view)
+    if decision and view["agency"] != MANAGER.value:
+        return [("ocam_fields_ignored", "fields=" + join_labels(decision))]
+    level = decision.get("threat_level")
+    if level is not None and not 1 <= int(level) <= 4:
+        return [("invalid_threat_level", "threat_level outside 1-4")]
+    return []
+
+
 def apply(fiche: Fiche | None, view: Mapping[str, Any], mode: AccessMode) -> Outcome:
     """Apply one ``FtfDbView`` record from a service with access ``mode`` to ``fiche``."""
+    audits = governance_audits(view, mode)
     if not mode.feeds:
-        return Outcome("feed_denied", fiche, audits=[("feed_denied", f"access_mode={mode}")])
+        return Outcome("feed_denied", fiche, audits=audits)
     event_id: str = view["event_id"]
     occurred: datetime = view["occurred_at"]
     subject = view["subject"]
-    audits: list[tuple[str, str]] = []
-    decision = _ocam_fields(view)
-    if decision and view["agency"] != MANAGER.value:
-        audits.append(("ocam_fields_ignored", "fields=" + join_labels(decision)))
-        decision = {}
+    decision = _ocam_fields(view) if view["agency"] == MANAGER.value else {}
     f = (
         replace(fiche)
         if fiche is not None
@@ -160,7 +171,7 @@ def apply(fiche: Fiche | None, view: Mapping[str, Any], mode: AccessMode) -> Out
     ftf = view.get("ftf")
     if ftf is not None and (f.ftf_at is None or occurred >= f.ftf_at):
         f.ftf_situation, f.ftf_country, f.ftf_at = ftf["situation"], ftf.get("country"), occurred
-    removal = _decide(f, decision, event_id, occurred, audits) if decision else None
+    removal = _decide(f, decision, event_id, occurred) if decision else None
     f.review_due = (
         add_months(f.last_info_at, REVIEW_MONTHS)
         if f.state == INCLUDED and f.basis == SERIOUS_INDICATIONS
@@ -170,19 +181,13 @@ def apply(fiche: Fiche | None, view: Mapping[str, Any], mode: AccessMode) -> Out
 
 
 def _decide(
-    f: Fiche,
-    decision: Mapping[str, Any],
-    event_id: str,
-    occurred: datetime,
-    audits: list[tuple[str, str]],
+    f: Fiche, decision: Mapping[str, Any], event_id: str, occurred: datetime
 ) -> dict[str, Any] | None:
-    """Apply OCAM's decision to ``f``; returns a removal event when an entry is removed."""
+    """Apply OCAM's decision to ``f``; returns a removal event when an entry is removed. (A
+    threat level outside 1-4 is not applied: :func:`governance_audits` records it.)"""
     level = decision.get("threat_level")
-    if level is not None:
-        if 1 <= int(level) <= 4:
-            f.threat_level = int(level)
-        else:
-            audits.append(("invalid_threat_level", "threat_level outside 1-4"))
+    if level is not None and 1 <= int(level) <= 4:
+        f.threat_level = int(level)
     if "basis" in decision:
         f.basis = str(decision["basis"])
     f.last_review_at = occurred if f.last_review_at is None else max(f.last_review_at, occurred)

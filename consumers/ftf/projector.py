@@ -1,26 +1,60 @@
 """The common-database (FTF / T.E.R.) projector: the ``ftf-db`` delivery topic in, fiches out.
 
-Effectively-once: each batch's fiche changes, contributions, governance audit records,
-outbox messages and next input offsets are written in one database transaction; an event id
-already applied is skipped. See :mod:`consumers.tracked` for the offset handling and
-:mod:`consumers.ftf.fiche` for the rules.
+The topic carries ``Delivery`` records (the ``ftf_db`` view of one version of an event; the
+delivery id is the same for every version) and ``Retraction`` records (``withdrawn``,
+``not_entitled``, ``removed_from_database``), told apart by their writer schema.
+
+**A signal's life.** ``applied_events`` keeps one row per event: its latest version, or a
+retraction marker with no content (:mod:`consumers.ftf.events`; the inboxes' version rules).
+Versions apply in order whatever order they arrive in; a replay or an older version is
+skipped and counted; the same version with other content, or the event id from another
+agency, is dead-lettered (``event_id_conflict``). A fiche is the fold of its subject's applied
+events in the order each event *first* arrived (a correction takes its event's place):
+
+- **fast path**: the first version of an event whose subject nothing else touches in the batch
+  is applied to the stored fiche as it comes (:func:`consumers.ftf.fiche.apply`);
+- **rebuild**: a subject one of whose events was corrected or retracted (both subjects when a
+  correction moves an event to another subject) gets its fiche and contributions folded again
+  from its remaining events (:mod:`consumers.ftf.rebuild`). A subject with no applied event
+  left has no fiche and no contribution: no trace of withdrawn content remains.
+
+The governance audit records the decisions taken on each version as it arrived (key: event
+id, version, reason); they depend on that version alone, so a rebuild neither repeats nor
+changes them, and a retraction does not erase them (ids and labels only: what a service
+attempted stays visible to the oversight bodies). Removals have deterministic ids (of the
+deciding event): a rebuild that decides a removal already in the outbox sends nothing again.
+
+Effectively-once: each batch's event rows, fiche changes, contributions, governance audit
+records, outbox messages and next input offsets are written in one database transaction. See
+:mod:`consumers.tracked` for the offset handling and :mod:`consumers.ftf.fiche` for the rules.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiokafka import ConsumerRecord
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.ftf.fiche import Fiche, apply
-from consumers.ftf.governance import AccessConfig
+from consumers.ftf.events import (
+    APPLIED,
+    FEED_DENIED,
+    RETRACTED,
+    Arrival,
+    Plan,
+    Taken,
+    fingerprint_of,
+    judge,
+    load_taken,
+)
+from consumers.ftf.fiche import apply
+from consumers.ftf.governance import AccessConfig, AccessMode
 from consumers.ftf.queries import count_overdue
+from consumers.ftf.rebuild import FTF_VIEW, load_fiches, rebuild
+from consumers.inbox_rows import Action
 from consumers.metrics import StoreMetrics
 from consumers.outbox import REMOVAL_KIND, Outbox, outbox_row
 from consumers.store import Database
@@ -36,37 +70,25 @@ from consumers.store.tables import (
 from consumers.tracked import TrackedConsumer
 from planr.domain import Recipient, RecipientClass
 from planr.errors import PlanrError
-from planr.identity import content_fingerprint
+from planr.identity import CONFLICT
 from planr.kafka import KafkaConnection
 from planr.loop import Batch
 from planr.signing import KeyRegistry
 from planr.topics import Topics
 from schemas.codec import Codec
-from schemas.names import DELIVERY, FTF_REMOVAL, view_schema_name
+from schemas.names import DELIVERY, FTF_REMOVAL, RETRACTION
 
 log = structlog.get_logger(__name__)
 
+__all__ = ["PROJECTOR", "Projector", "load_fiches"]
+
 PROJECTOR = "ftf-projector"
-FTF_VIEW = view_schema_name("ftf_db")
-_CHUNK = 500
-
-
-async def load_fiches(conn: AsyncConnection, subject_ids: Iterable[str]) -> dict[str, Fiche]:
-    wanted = sorted(set(subject_ids))
-    out: dict[str, Fiche] = {}
-    for i in range(0, len(wanted), _CHUNK):
-        rows = await conn.execute(
-            select(fiches).where(fiches.c.subject_id.in_(wanted[i : i + _CHUNK]))
-        )
-        for r in rows.mappings():
-            out[r["subject_id"]] = Fiche.from_row(r)
-    return out
 
 
 class Projector(TrackedConsumer):
     """Consume ``<p>.deliver.ftf-db`` into the store. ``start()``/``stop()`` or ``async with``.
 
-    Only deliveries signed by a ``router`` key of ``registry`` are applied (see
+    Only records signed by a ``router`` key of ``registry`` are applied (see
     :mod:`consumers.tracked`); the outbox signs what it sends with its own signer.
     """
 
@@ -91,6 +113,7 @@ class Projector(TrackedConsumer):
         self._gauge_interval = gauge_interval
         self._gauge_at = 0.0
         self.removals = 0
+        self.rebuilds = 0  # subjects whose fiche was folded again
 
     async def after_commit(self) -> None:
         await super().after_commit()
@@ -99,76 +122,120 @@ class Projector(TrackedConsumer):
             self._gauge_at = now
             self._metrics.ftf_overdue.set(await count_overdue(self._db, datetime.now(UTC)))
 
-    def _decode(
-        self, batch: Batch, dead: list[dict[str, Any]]
-    ) -> list[tuple[ConsumerRecord, dict[str, Any], dict[str, Any]]]:
+    def _decode(self, batch: Batch, dead: list[dict[str, Any]]) -> list[Arrival]:
+        """The deliveries and retractions of ``batch`` addressed to the common database (by the
+        writer schema of each record); anything else is dead-lettered."""
         items = []
         for records in batch.values():
             for rec in records:
                 try:
-                    envelope = self._codec.decode(rec.value, DELIVERY)
-                    if envelope["recipient"] != RecipientClass.FTF_DB.value:
+                    if self._codec.writer_of(rec.value).name == RETRACTION:
+                        recipient, arrival = self._retraction(rec)
+                    else:
+                        recipient, arrival = self._delivery(rec)
+                    if recipient != RecipientClass.FTF_DB.value:
                         self.dead_letter(dead, rec, "recipient_mismatch",
                                          "delivery addressed to another recipient")
                         continue
-                    view = self._codec.decode(envelope["payload"], FTF_VIEW)
                 except PlanrError as exc:
                     self.dead_letter(dead, rec, exc.reason, str(exc))
                     continue
-                items.append((rec, envelope, view))
+                items.append(arrival)
         return items
+
+    def _delivery(self, rec: ConsumerRecord) -> tuple[str, Arrival]:
+        envelope = self._codec.decode(rec.value, DELIVERY)
+        view = self._codec.decode(envelope["payload"], FTF_VIEW)
+        return envelope["recipient"], Arrival(
+            rec, view["event_id"], envelope["delivery_id"], envelope["version"], view,
+            envelope["payload"])
+
+    def _retraction(self, rec: ConsumerRecord) -> tuple[str, Arrival]:
+        r = self._codec.decode(rec.value, RETRACTION)
+        return r["recipient"], Arrival(rec, r["event_id"], r["delivery_id"], r["version"],
+                                       reason=r["reason"], retracted_at=r["retracted_at"])
 
     async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
         db = self._db
         out_rows: list[dict[str, Any]] = []
-        items = self._decode(batch, out_rows)
-        seen: dict[str, str | None] = await db.lookup(
-            conn, applied_events.c.event_id, applied_events.c.content_hash,
-            [v["event_id"] for _, _, v in items])
-        state = await load_fiches(
-            conn, (v["subject"]["id"] for _, _, v in items if v["event_id"] not in seen)
-        )
-        changed: set[str] = set()
-        applied: list[dict[str, Any]] = []
-        contrib: list[dict[str, Any]] = []
-        audits: list[dict[str, Any]] = []
-        for rec, envelope, view in items:
-            eid, sid, agency = view["event_id"], view["subject"]["id"], view["agency"]
-            fingerprint = content_fingerprint(view)
-            if eid in seen:
-                self._repeated(out_rows, rec, seen[eid], fingerprint)
-                continue
-            seen[eid] = fingerprint
-            result = apply(state.get(sid), view, self._access.mode(agency))
-            applied.append({"event_id": eid, "delivery_id": envelope["delivery_id"],
-                            "agency": agency, "subject_id": sid, "outcome": result.outcome,
-                            "content_hash": fingerprint})
-            self._metrics.ftf_events.labels(agency, result.outcome).inc()
-            for reason, detail in result.audits:
-                audits.append({"event_id": eid, "reason": reason, "agency": agency,
-                               "subject_id": sid, "detail": detail,
-                               "at": view["published_at"]})
-                self._metrics.ftf_governance.labels(reason).inc()
-            if result.contribution is not None and result.fiche is not None:
-                contrib.append(result.contribution)
-                state[sid] = result.fiche
-                changed.add(sid)
-            if result.removal is not None:
-                out_rows.append(outbox_row(
-                    result.removal["removal_id"], REMOVAL_KIND, sid,
-                    self._codec.encode(FTF_REMOVAL, result.removal),
-                    result.removal["removed_at"],
-                ))
-                self.removals += 1
-                self._metrics.ftf_removals.inc()
-        if applied:
-            await conn.execute(applied_events.insert(), applied)
-        if contrib:
-            await conn.execute(db.insert_ignore(contributions), contrib)
-        if audits:
-            await conn.execute(db.insert_ignore(governance_audit), audits)
-        if changed:
-            await conn.execute(db.upsert(fiches, ["subject_id"]),
-                               [state[s].row() for s in sorted(changed)])
+        arrivals = self._decode(batch, out_rows)
+        plan = self._plan(arrivals, await load_taken(conn, [a.event_id for a in arrivals]),
+                          out_rows)
+        inserts = [r for e, r in plan.rows.items() if e in plan.inserts]
+        updates = [r for e, r in plan.rows.items() if e not in plan.inserts]
+        if inserts:
+            await conn.execute(applied_events.insert(), inserts)
+        if updates:
+            await conn.execute(db.upsert(applied_events, ["event_id"]), updates)
+        await self._apply_fresh(conn, plan.fast(), out_rows)
+        if plan.touched:
+            await self._rebuild(conn, plan, out_rows)
+        if plan.audits:
+            await conn.execute(db.insert_ignore(governance_audit), plan.audits)
+            for audit in plan.audits:
+                self._metrics.ftf_governance.labels(audit["reason"]).inc()
         if out_rows:
             await conn.execute(db.insert_ignore(outbox_table), out_rows)
+
+    def _plan(self, arrivals: list[Arrival], taken: dict[str, Taken],
+              dead: list[dict[str, Any]]) -> Plan:
+        """Judge each arrival in order against what was taken of its event (and what this
+        batch took before it)."""
+        plan = Plan()
+        for a in arrivals:
+            before = taken.get(a.event_id)
+            fingerprint = fingerprint_of(a)
+            action = judge(before, a, fingerprint)
+            if action is Action.CONFLICT:
+                self.dead_letter(dead, a.rec, CONFLICT, "id already stored with other content")
+                continue
+            if action is not Action.STORE:  # a replay, or an older version arriving late
+                self.stats.duplicates += 1
+                self._metrics.duplicates.labels(self.name).inc()
+                continue
+            mode = self._access.mode(a.agency) if a.view is not None else AccessMode.NONE
+            taken[a.event_id] = plan.take(a, before, fingerprint, mode)
+            outcome = RETRACTED if a.retraction else (APPLIED if mode.feeds else FEED_DENIED)
+            self._metrics.ftf_events.labels(taken[a.event_id].agency or "unknown",
+                                            outcome).inc()
+        return plan
+
+    async def _apply_fresh(self, conn: AsyncConnection, fresh: list[tuple[Arrival, AccessMode]],
+                           out_rows: list[dict[str, Any]]) -> None:
+        """The fast path: first versions of events, applied to their fiche as they come."""
+        state = await load_fiches(conn, (a.subject_id for a, _ in fresh))
+        changed: set[str] = set()
+        contrib: list[dict[str, Any]] = []
+        for a, mode in fresh:
+            assert a.view is not None  # fresh arrivals are deliveries
+            result = apply(state.get(a.subject_id), a.view, mode)
+            if result.contribution is not None and result.fiche is not None:
+                contrib.append(result.contribution)
+                state[a.subject_id] = result.fiche
+                changed.add(a.subject_id)
+            if result.removal is not None:
+                self._removal(out_rows, result.removal)
+        if contrib:
+            await conn.execute(self._db.insert_ignore(contributions), contrib)
+        if changed:
+            await conn.execute(self._db.upsert(fiches, ["subject_id"]),
+                               [state[s].row() for s in sorted(changed)])
+
+    async def _rebuild(self, conn: AsyncConnection, plan: Plan,
+                       out_rows: list[dict[str, Any]]) -> None:
+        """The subjects whose events changed otherwise: their fiches folded again."""
+        done = await rebuild(conn, self._db, self._codec, plan.touched,
+                             keep_removed=plan.removing)
+        self.rebuilds += len(plan.touched)
+        sent = await self._db.existing(conn, outbox_table.c.message_id,
+                                       [r["removal_id"] for r in done.removals])
+        for removal in done.removals:
+            if removal["removal_id"] not in sent:
+                self._removal(out_rows, removal)
+
+    def _removal(self, out_rows: list[dict[str, Any]], removal: dict[str, Any]) -> None:
+        out_rows.append(outbox_row(removal["removal_id"], REMOVAL_KIND, removal["subject_id"],
+                                   self._codec.encode(FTF_REMOVAL, removal),
+                                   removal["removed_at"]))
+        self.removals += 1
+        self._metrics.ftf_removals.inc()

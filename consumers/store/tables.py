@@ -1,8 +1,10 @@
-"""The tables of the common database, the durable inboxes and the JIB (SQLAlchemy Core).
+"""The tables of the common database, the durable inboxes, the NTF statistics and the JIB
+(SQLAlchemy Core).
 
 The migrations in ``consumers/store/migrations`` create exactly these tables; a test checks
 that they agree. Every value stored by a projection is derived from its input records only
-(no wall-clock time), so that replaying the same input yields the same rows.
+(no wall-clock time), so that replaying the same input yields the same rows; the one exception
+is the NTF's publication bookkeeping (``ntf_months``, ``late``), which follows its clock.
 
 Lists (statuses, phenomena, domains) are stored as sorted comma-separated labels, so that
 SQLite and PostgreSQL hold identical values.
@@ -93,17 +95,26 @@ fiches = Table(
 )
 Index("ix_fiches_state_review_due", fiches.c.state, fiches.c.review_due)
 
-#: Every event the projector has taken (applied or not), for deduplication and oversight.
+#: Every event the projector has taken: its latest version (applied or refused), or a
+#: retraction marker (no content). The fiches are a fold of the applied views in arrival order.
 applied_events = Table(
     "applied_events",
     metadata,
     Column("event_id", String(36), primary_key=True),
     Column("delivery_id", String(36), nullable=False),
-    Column("agency", String(16), nullable=False),
-    Column("subject_id", String(64), nullable=False),
-    Column("outcome", String(32), nullable=False),  # applied | feed_denied
+    Column("agency", String(16), nullable=False),  # "" when only a retraction was seen
+    Column("subject_id", String(64), nullable=False, index=True),  # "" once retracted
+    Column("outcome", String(32), nullable=False),  # applied | feed_denied | retracted
     # the content fingerprint (planr.identity): same id + other content is a conflict
     Column("content_hash", String(64)),
+    Column("version", Integer, nullable=False, server_default="1"),  # of the signal
+    # arrival position of the event's first stored record (NULL: stored before 0004p)
+    Column("topic_partition", Integer),
+    Column("topic_offset", BigInteger),
+    # the ftf_db view as delivered (Avro), for rebuilding a fiche; NULL unless applied
+    Column("view", LargeBinary),
+    Column("retracted_at", UtcDateTime),
+    Column("retraction_reason", String(32)),
 )
 
 #: Each service's contribution to a fiche over time: ids and markings, never text.
@@ -125,11 +136,13 @@ contributions = Table(
     Column("accuracy", Integer, nullable=False),
 )
 
-#: Governance decisions taken by the projector: ignored OCAM fields, refused feeds.
+#: Governance decisions taken by the projector: ignored OCAM fields, refused feeds (for
+#: each version of an event as it arrived).
 governance_audit = Table(
     "governance_audit",
     metadata,
     Column("event_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
     Column("reason", String(32), primary_key=True),
     Column("agency", String(16), nullable=False),
     Column("subject_id", String(64), nullable=False),
@@ -236,6 +249,55 @@ ledger_consultations = Table(
     Column("query_id", String(64), nullable=False),
     Column("rows", Integer, nullable=False),
     Column("consulted_at", UtcDateTime, nullable=False),
+)
+
+#: The National Taskforce's statistics (a store of its own, ``ntf.db``): every NtfFact taken,
+#: by event id exactly, with its content fingerprint (same id, other content: a conflict).
+#: ``late``: taken after its month was published (so not in the published table).
+ntf_events = Table(
+    "ntf_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("period", String(7), nullable=False),
+    Column("arrondissement", String(64), nullable=False),
+    Column("phenomena", String(512), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("late", Boolean, nullable=False),
+)
+
+#: The counts: signals per month, arrondissement and phenomenon (``none``: no phenomenon).
+ntf_counts = Table(
+    "ntf_counts",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("arrondissement", String(64), primary_key=True),
+    Column("phenomenon", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+#: Each closed month, once published (or withheld when no table could protect its small
+#: counts). A published month is final. ``published_at`` is the aggregator's clock.
+ntf_months = Table(
+    "ntf_months",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("state", String(16), nullable=False),  # published | withheld
+    Column("threshold", Integer, nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("cells", Integer, nullable=False),
+    Column("published_at", UtcDateTime, nullable=False),
+)
+
+#: What the NTF was shown of each month: every entry of the table (``*``: a total), as shown.
+ntf_published = Table(
+    "ntf_published",
+    metadata,
+    Column("period", String(7), primary_key=True),
+    Column("arrondissement", String(64), primary_key=True),
+    Column("phenomenon", String(64), primary_key=True),
+    Column("aggregate_id", String(36), nullable=False),
+    Column("shown", String(16), nullable=False),
+    Column("suppressed", Boolean, nullable=False),
 )
 
 # ---- The Joint Information Box (JIB): its own store (PLANR_JIB_DB_URL), see docs/jib.md ----

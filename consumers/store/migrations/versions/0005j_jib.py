@@ -1,7 +1,7 @@
 """The Joint Information Box (JIB): proposals, votes, decisions, members, clock, consultations.
 
-Revision ID: 0004
-Revises: 0003l
+Revision ID: 0005j
+Revises: 0004p
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision: str | None = "0003l"
+revision = "0005j"
+down_revision: str | None = "0004p"
 branch_labels: str | None = None
 depends_on: str | None = None
 
