@@ -13,6 +13,7 @@ DEAD_LETTER = "be.planr.DeadLetter"
 FTF_REMOVAL = "be.planr.FtfRemoval"
 FTF_CONSULTATION = "be.planr.FtfConsultation"
 OCAM_REQUEST = "be.planr.OcamRequest"
+OCAM_ANSWER = "be.planr.OcamAnswer"
 
 VIEW_NAMESPACE = "be.planr.view"
 NTF_FACT = f"{VIEW_NAMESPACE}.NtfFact"

@@ -90,6 +90,9 @@ FACTS = "planr.internal.ntf-facts"
 REMOVALS = "planr.ftf.removals"
 CONSULTATIONS = "planr.audit.ftf-consultations"
 OCAM_REQUESTS = "planr.ftf.ocam-requests"
+#: OCAM answers each service that asks on that service's own topic; OCAM itself never asks.
+ASKING = [a for a in Agency if a is not Agency.OCAM]
+OCAM_ANSWERS = {a: f"planr.ftf.ocam-answers.{a.value}" for a in ASKING}
 
 
 def recipient_name(r: Recipient) -> str:
@@ -103,7 +106,10 @@ SERVICES: dict[str, tuple[set[str], set[str]]] = {
         deliveries_of("tfl", "wg", "csilr") | {delivery("ftf-db"), AUDIT, FACTS, DEAD},
     ),
     "User:planr-aggregator": ({FACTS}, {delivery("ntf"), DEAD}),
-    "User:planr-projector": ({delivery("ftf-db")}, {REMOVALS, CONSULTATIONS, OCAM_REQUESTS, DEAD}),
+    "User:planr-projector": (
+        {delivery("ftf-db")},
+        {REMOVALS, CONSULTATIONS, OCAM_REQUESTS, DEAD, *OCAM_ANSWERS.values()},
+    ),
     "User:planr-inboxes": (deliveries_of("tfl", "wg", "csilr"), {DEAD}),
     "User:operator": ({DEAD, AUDIT, CONSULTATIONS}, set()),
     "User:planr-provisioner": (set(), set()),
@@ -113,7 +119,7 @@ SERVICES: dict[str, tuple[set[str], set[str]]] = {
 def expected_access() -> dict[str, tuple[set[str], set[str]]]:
     expected = dict(SERVICES)
     for a in Agency:
-        reads = {OCAM_REQUESTS} if a is Agency.OCAM else set()
+        reads = {OCAM_REQUESTS} if a is Agency.OCAM else {OCAM_ANSWERS[a]}
         expected[f"User:agency-{a.value}"] = (reads, {f"planr.ingress.{a.value}"})
     for r in all_recipients():
         if r.cls is not RecipientClass.FTF_DB:
@@ -126,6 +132,7 @@ EXPECTED = expected_access()
 
 def test_registry_has_the_topics_the_oracle_names():
     for name in (*INGRESS, DEAD, AUDIT, FACTS, REMOVALS, CONSULTATIONS, OCAM_REQUESTS,
+                 *OCAM_ANSWERS.values(),
                  delivery("ntf"), delivery("ftf-db"), delivery("tfl", "brussel")):
         assert name in ALL_TOPICS
 
@@ -149,6 +156,27 @@ def test_no_recipient_reads_another_recipients_delivery_topic():
             continue
         readable = topics_with(f"User:{recipient_name(r)}", "Read")
         assert readable & deliveries == {TOPICS.delivery(r)}, str(r)
+
+
+def test_ocam_answers_to_a_service_are_readable_by_that_service_only():
+    assert "planr.ftf.ocam-answers.ocam" not in ALL_TOPIC_SET
+    for agency, topic in OCAM_ANSWERS.items():
+        readers = {p for p in BY_PRINCIPAL if allowed(p, "Read", "topic", topic)}
+        assert readers == {f"User:agency-{agency.value}"}, topic
+        writers = {p for p in BY_PRINCIPAL if allowed(p, "Write", "topic", topic)}
+        assert writers == {"User:planr-projector"}, topic
+
+
+def test_each_agency_has_its_own_consumer_groups_only():
+    candidates = [f"agency-{a.value}.answers" for a in Agency] + ["agency-ocam.requests",
+                                                                    "planr-router"]
+    for agency in Agency:
+        readable = {
+            g for rop, _perm, rtype, pattern, pname in BY_PRINCIPAL[f"User:agency-{agency.value}"]
+            if rop == "Read" and rtype == "group"
+            for g in candidates if _covers(pattern, pname, g)
+        }
+        assert readable == {g for g in candidates if g.startswith(f"agency-{agency.value}.")}
 
 
 def test_dead_letters_are_readable_by_the_operator_only():

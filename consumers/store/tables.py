@@ -158,20 +158,41 @@ consultations = Table(
     Column("consulted_at", UtcDateTime, nullable=False, index=True),
     Column("service", String(16), nullable=False),
     Column("access_mode", String(16), nullable=False),
-    Column("verb", String(8), nullable=False),  # show | list
+    Column("verb", String(8), nullable=False),  # show | list | pending | requests | answer
     Column("subject_id", String(64)),
     Column("query", String(128), nullable=False),
     Column("purpose", Text, nullable=False),
     Column("answer_class", String(24), nullable=False),
 )
 
-#: Messages to publish (removal events, consultation audit, OCAM requests), written in the
-#: transaction that decided them and sent afterwards (at-least-once, deterministic ids).
+#: OCAM's queue of consultations forwarded by services with indirect access: written with the
+#: consultation that forwarded it, answered by OCAM (who, when, which answer; never a text).
+ocam_requests = Table(
+    "ocam_requests",
+    metadata,
+    Column("request_id", String(36), primary_key=True),  # the consultation id
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("service", String(16), nullable=False),
+    Column("verb", String(8), nullable=False),  # show | list (the forwarded consultation)
+    Column("subject_id", String(64)),
+    Column("query", String(128), nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # open | answered
+    Column("answer", String(16)),  # hit | no_hit | refused
+    Column("answered_at", UtcDateTime),
+    Column("answered_by", String(16)),
+    Column("answer_id", String(36)),  # the OcamAnswer message sent to the service
+)
+Index("ix_ocam_requests_status", ocam_requests.c.status, ocam_requests.c.requested_at)
+
+#: Messages to publish (removal events, consultation audit, OCAM requests and answers), written
+#: in the transaction that decided them and sent afterwards (at-least-once, deterministic ids).
 outbox = Table(
     "outbox",
     metadata,
     Column("message_id", String(36), primary_key=True),
-    Column("kind", String(24), nullable=False),  # removal | consultation | ocam_request
+    # removal | consultation | ocam_request | ocam_answer | dead_letter
+    Column("kind", String(24), nullable=False),
     Column("message_key", String(64), nullable=False),
     Column("value", LargeBinary, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
