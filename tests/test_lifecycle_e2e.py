@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
-from consumers.ftf.projector import Projector
+from consumers.ftf.projector import Projector, load_fiches
 from consumers.inbox_rows import read_stored
 from consumers.inboxes import InboxService
 from consumers.ledger import StoreLedger
@@ -196,3 +196,24 @@ async def test_ocam_removal_retracts_from_every_holder_about_that_person_and_no_
     assert {d for d in delivered if d[0] in about_person}, "the person's data was delivered"
     assert retracted == {d for d in delivered if d[0] in about_person}
     assert stats.retractions == {"removed_from_database": len(retracted)}
+
+
+async def test_the_projector_applies_the_latest_version_whatever_the_order(
+    conn, topics, routing_setup, codec, ledger, group_id, tmp_path, keys
+):
+    await _provision(conn, topics)
+    e = "0f000000-0000-4000-8000-000000000001"
+    person = {"id": "P-3", "kind": "person", "statuses": ["FTF"]}
+    v1 = _signal(e, 1, subject=person)
+    v2 = _signal(e, 2, subject={**person, "statuses": ["FTF", "HTF"]})
+    async with Publisher(conn=conn, agency=Agency.VSSE, topics=topics, codec=codec,
+                         metrics=Metrics(CollectorRegistry()),
+                         signer=keys.signer(Agency.VSSE)) as pub:
+        await pub.publish_many([v2])
+        await pub.publish_many([v1, v1])  # the older version late, and replayed
+    await _route(conn, topics, routing_setup, codec, ledger, group_id, keys)
+    await _project(conn, topics, codec, keys, tmp_path)
+    async with Database(sqlite_url(tmp_path, "ftf.db")) as db, db.engine.connect() as c:
+        fiche = (await load_fiches(c, ["P-3"]))["P-3"]
+    assert fiche.statuses == {"FTF", "HTF"}
+    assert fiche.contributions == 1
