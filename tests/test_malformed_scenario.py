@@ -18,16 +18,17 @@ from schemas.names import SIGNAL
 
 T = datetime(2026, 11, 28, tzinfo=UTC)
 TOPICS = Topics(prefix="p")
+BAD, VALID = 1_000, 150
 
 
 @pytest.fixture(scope="module")
 def run(keys: KeyRing) -> MalformedRun:
-    return malformed_run(TOPICS, Codec(), keys.signers, published_at=T, bad=2_000, valid=300)
+    return malformed_run(TOPICS, Codec(), keys.signers, published_at=T, bad=BAD, valid=VALID)
 
 
 def test_the_same_seed_gives_the_same_bytes_and_another_seed_others(run, keys):
-    again = malformed_run(TOPICS, Codec(), keys.signers, published_at=T, bad=2_000, valid=300)
-    other = malformed_run(TOPICS, Codec(), keys.signers, published_at=T, bad=2_000, valid=300,
+    again = malformed_run(TOPICS, Codec(), keys.signers, published_at=T, bad=BAD, valid=VALID)
+    other = malformed_run(TOPICS, Codec(), keys.signers, published_at=T, bad=BAD, valid=VALID,
                           seed=9)
 
     def dump(r: MalformedRun) -> list[tuple[object, ...]]:
@@ -39,8 +40,8 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_others(run, keys):
 
 def test_every_category_has_its_share_and_every_bad_record_an_expected_reason(run):
     counts = Counter(r.category for r in run.bad)
-    assert counts == {cat: round(share * 2_000) for cat, share in CATEGORIES.items()}
-    assert len(run.valid) == 300
+    assert counts == {cat: round(share * BAD) for cat, share in CATEGORIES.items()}
+    assert len(run.valid) == VALID
     assert all(r.expected is not None and r.expected.reason for r in run.bad)
 
 
