@@ -1,5 +1,5 @@
-"""``planr ftf ...``: the common database (FTF / T.E.R.): the projector service and the
-consultations of the read side."""
+"""``planr ftf ...``: the common database (FTF / T.E.R.): the projector service, the
+consultations of the read side, and OCAM's worklist (pending fiches, forwarded requests)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,19 @@ from typing import Annotated, Any
 import structlog
 import typer
 
-from cli.context import Context, get
+from cli.context import Context, fail, get, run_async
 from cli.services import UntilIdle, serve_store
 from consumers.ftf.consult import Answer, Consultations
 from consumers.ftf.projector import Projector
 from consumers.ftf.queries import consultation_log, governance_log, overdue
+from consumers.ftf.worklist import (
+    PendingFiche,
+    Reply,
+    Request,
+    Worklist,
+    answer_line,
+    read_answers,
+)
 from consumers.metrics import default_store_metrics
 from consumers.outbox import Outbox
 from consumers.store import Database
@@ -176,3 +184,84 @@ def audit(
                        f"{r['verb']:<5} {r['subject_id'] or '(' + r['query'] + ')'}  "
                        f"{r['answer_class']:<10} purpose={r['purpose']!r}")
     typer.echo(f"{len(rows)} record(s)", err=True)
+
+
+def _worklist(c: Context, db: Database) -> Worklist:
+    return Worklist(db=db, access=c.access_config(), codec=Codec(),
+                    metrics=default_store_metrics())
+
+
+OcamAs = Annotated[Agency, typer.Option("--as", help="The service asking (OCAM only).")]
+
+
+@ftf_app.command("pending")
+def pending(ctx: typer.Context, service: OcamAs, as_json: AsJson = False) -> None:
+    """OCAM's queue: fiches fed by services, waiting for OCAM's decision, oldest first."""
+    c = get(ctx)
+
+    async def work(db: Database) -> list[PendingFiche]:
+        try:
+            return await _worklist(c, db).pending(service, datetime.now(UTC))
+        finally:
+            await _flush_outbox(c, db)
+
+    found = c.with_db("ftf", work)
+    for p in found:
+        typer.echo(json.dumps(p.public()) if as_json else p.line())
+    typer.echo(f"{len(found)} fiche(s) waiting for a decision", err=True)
+
+
+@ftf_app.command("requests")
+def requests(ctx: typer.Context, service: OcamAs, as_json: AsJson = False) -> None:
+    """OCAM's queue: consultations forwarded by services with indirect access, oldest first."""
+    c = get(ctx)
+
+    async def work(db: Database) -> list[Request]:
+        try:
+            return await _worklist(c, db).requests(service, datetime.now(UTC))
+        finally:
+            await _flush_outbox(c, db)
+
+    found = c.with_db("ftf", work)
+    for r in found:
+        typer.echo(json.dumps(r.public(), ensure_ascii=False) if as_json else r.line())
+    typer.echo(f"{len(found)} open request(s)", err=True)
+
+
+@ftf_app.command("answer")
+def answer(
+    ctx: typer.Context,
+    request: Annotated[str, typer.Argument(help="Request id, as 'ftf requests' lists it.")],
+    service: OcamAs,
+    reply: Annotated[Reply, typer.Option("--answer", help="OCAM's answer.")],
+) -> None:
+    """Answer a forwarded request; the answer goes to the requesting service only."""
+    c = get(ctx)
+
+    async def work(db: Database) -> dict[str, Any]:
+        try:
+            return await _worklist(c, db).answer(service, request, reply, datetime.now(UTC))
+        finally:
+            await _flush_outbox(c, db)
+
+    message = c.with_db("ftf", work)
+    typer.echo(f"answered {message['request_id']}: {message['answer']} "
+               f"(to {message['service']})")
+
+
+@ftf_app.command("answers")
+def answers(ctx: typer.Context, service: As, as_json: AsJson = False) -> None:
+    """OCAM's answers to the requests this service forwarded (its own answers topic)."""
+    c = get(ctx)
+    conn = c.connection()
+
+    async def collect() -> list[dict[str, Any]]:
+        return [m async for m in read_answers(conn, c.topics, Codec(), service)]
+
+    try:
+        found = run_async(collect())
+    except PlanrError as exc:
+        fail(str(exc))
+    for m in found:
+        typer.echo(json.dumps(m) if as_json else answer_line(m))
+    typer.echo(f"{len(found)} answer(s)", err=True)

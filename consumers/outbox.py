@@ -1,9 +1,11 @@
 """The transactional outbox: messages decided in a database transaction, sent afterwards.
 
-Removal events, consultation audit records, OCAM requests, the NTF's statistics and dead
-letters are written to the ``outbox`` table in the same transaction as the change that decided
-them, then produced (``acks=all``) and marked sent. A crash between the two resends them:
-at-least-once on the wire, with deterministic ids for the readers to deduplicate.
+Removal events, consultation audit records, OCAM requests and answers, the NTF's statistics
+and dead letters are written to the ``outbox`` table in the same transaction as the change that
+decided them, then produced (``acks=all``) and marked sent. A crash between the two resends
+them: at-least-once on the wire, with deterministic ids for the readers to deduplicate. An OCAM
+answer goes to the answers topic of the service its key names (the requesting service), and to
+no other.
 
 The JIB's consensus process writes its decisions, its deliveries (one topic per party: the
 row's key is the recipient) and its audit records the same way.
@@ -38,6 +40,7 @@ log = structlog.get_logger(__name__)
 REMOVAL_KIND = "removal"
 CONSULTATION_KIND = "consultation"
 OCAM_REQUEST_KIND = "ocam_request"
+OCAM_ANSWER_KIND = "ocam_answer"
 DEAD_LETTER_KIND = "dead_letter"
 NTF_KIND = "ntf_statistics"
 JIB_DECISION_KIND = "jib_decision"
@@ -53,7 +56,10 @@ def outbox_row(
             "created_at": created_at, "sent": False}
 
 
-def topic_of(topics: Topics, kind: str, key: str = "") -> str:
+def topic_of(topics: Topics, kind: str, key: str) -> str:
+    """The topic of an outbox message; an OCAM answer's key is the service it answers."""
+    if kind == OCAM_ANSWER_KIND:
+        return topics.ftf_ocam_answers(key)
     if kind == JIB_DELIVERY_KIND:
         return topics.jib_delivery(key)
     return {
@@ -108,8 +114,8 @@ class Outbox(Service):
                 )).all()
             if not rows:
                 return total
-            futures = [await self._send(topic_of(self._topics, r.kind, r.message_key), r.value,
-                                        r.message_key.encode()) for r in rows]
+            futures = [await self._send(topic_of(self._topics, r.kind, r.message_key),
+                                        r.value, r.message_key.encode()) for r in rows]
             try:
                 for fut in futures:
                     await fut

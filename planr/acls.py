@@ -5,7 +5,8 @@ else (Kafka denies whatever no ACL allows, once an authorizer is configured with
 ``allow.everyone.if.no.acl.found=false``).
 
 * ``User:agency-<id>`` (14): write its own ingress topic; OCAM also reads
-  ``<p>.ftf.ocam-requests`` (in groups ``agency-ocam.*``).
+  ``<p>.ftf.ocam-requests``, every other service reads its own OCAM answers topic
+  ``<p>.ftf.ocam-answers.<id>``, each in its groups ``agency-<id>.*``.
 * ``User:tfl-<arrondissement>``, ``User:wg-<id>``, ``User:csilr-<REFNIS>``, ``User:ntf``: read
   its own delivery topic, in consumer groups named ``<name>.*``.
 * ``User:planr-router``: read every ingress topic (group ``planr-router``); write the TFL, WG,
@@ -13,7 +14,7 @@ else (Kafka denies whatever no ACL allows, once an authorizer is configured with
 * ``User:planr-aggregator``: read the NTF facts (group ``planr-ntf-aggregator``); write the
   NTF's delivery topic and dead letters.
 * ``User:planr-projector``: read the common-database delivery topic; write removals, the
-  consultation audit, OCAM requests and dead letters.
+  consultation audit, OCAM requests, OCAM answers (every service's) and dead letters.
 * ``User:planr-inboxes``: read every TFL, WG and CSIL R delivery topic; write dead letters.
 * ``User:planr-jib``: the JIB's consensus process: read ``<p>.jib.submissions`` (no group: its
   offsets live in its database) and write its ticks there; write the JIB's decisions, its
@@ -32,8 +33,8 @@ writes minimal facts, the aggregator writes the NTF's topic). The projector and 
 service (and the JIB's consensus process) track their offsets in their database, so they use
 no consumer group. Prefixed patterns are used only where the prefix covers exactly the topics
 granted (``<p>.ingress.``, ``<p>.deliver.tfl.``, ``<p>.deliver.wg.``, ``<p>.deliver.csilr.``,
-``<p>.jib.deliver.``); recipient groups are prefixed with ``<name>.`` (a dot ends the name, so
-one recipient's prefix never covers another's groups).
+``<p>.ftf.ocam-answers.``, ``<p>.jib.deliver.``); recipient groups are prefixed with ``<name>.``
+(a dot ends the name, so one recipient's prefix never covers another's groups).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from itertools import groupby
 from planr.domain import Agency, Recipient, RecipientClass, all_recipients
 from planr.errors import UsageError
 from planr.parties import all_parties, is_tfl
-from planr.topics import Topics
+from planr.topics import Topics, answer_recipients
 
 OPERATOR = "User:operator"
 ROUTER = "User:planr-router"
@@ -168,6 +169,7 @@ def _services(topics: Topics, router_group: str, aggregator_group: str) -> list[
         *_write_topic(PROJECTOR, topics.ftf_removals),
         *_write_topic(PROJECTOR, topics.ftf_consultations),
         *_write_topic(PROJECTOR, topics.ftf_ocam_requests),
+        *_write_topic(PROJECTOR, topics.ftf_ocam_answers_prefix(), pre),
         *(e for c in INBOX_CLASSES for e in _read_topic(INBOXES, _class_prefix(topics, c), pre)),
         *_read_topic(OPERATOR, topics.dead_letter),
         *_read_topic(OPERATOR, topics.audit),
@@ -207,7 +209,11 @@ def cluster_acls(
     for agency in Agency:
         entries += _write_topic(agency_principal(agency), topics.ingress(agency))
     entries += _read_topic(agency_principal(Agency.OCAM), topics.ftf_ocam_requests)
-    entries += _group(agency_principal(Agency.OCAM), "agency-ocam.", PatternType.PREFIXED)
+    for agency in answer_recipients():
+        entries += _read_topic(agency_principal(agency), topics.ftf_ocam_answers(agency))
+    for agency in Agency:
+        principal = agency_principal(agency)
+        entries += _group(principal, principal.removeprefix("User:") + ".", PatternType.PREFIXED)
     for r in all_recipients() if recipients is None else recipients:
         if r.cls is RecipientClass.FTF_DB:
             continue

@@ -11,6 +11,8 @@ Naming scheme (``<p>`` is the topic prefix, ``planr`` by default)::
     <p>.audit.routing              one RoutingDecision per (signal, candidate recipient)
     <p>.internal.ntf-facts         minimal facts the NTF aggregator counts
     <p>.deadletter                 records that could not be processed, with a reason
+    <p>.ftf.removals, <p>.ftf.ocam-requests, <p>.audit.ftf-consultations
+    <p>.ftf.ocam-answers.<agency>  OCAM's answers to one service's forwarded requests (13)
     <p>.jib.submissions            JIB proposals, votes and clock ticks (one partition)
     <p>.jib.decisions              every JIB decision (ids and labels)
     <p>.jib.deliver.service.<agency>
@@ -93,6 +95,18 @@ class Topics:
         """Consultations by services with indirect access, forwarded to OCAM."""
         return f"{self.prefix}.ftf.ocam-requests"
 
+    def ftf_ocam_answers(self, agency: Agency | str) -> str:
+        """OCAM's answers to the requests one service forwarded; read by that service only."""
+        return f"{self.ftf_ocam_answers_prefix()}{Agency(agency).value}"
+
+    def ftf_ocam_answers_prefix(self) -> str:
+        """The common start of every OCAM answers topic (and of nothing else)."""
+        return f"{self.prefix}.ftf.ocam-answers."
+
+    def all_ftf_ocam_answers(self) -> list[str]:
+        """One answers topic per service except OCAM, which answers and never asks."""
+        return [self.ftf_ocam_answers(a) for a in answer_recipients()]
+
     @property
     def jib_submissions(self) -> str:
         """The JIB's one input: proposals, votes and ticks, in one total order."""
@@ -130,8 +144,14 @@ class Topics:
             self.ftf_removals,
             self.ftf_consultations,
             self.ftf_ocam_requests,
+            *self.all_ftf_ocam_answers(),
             *self.all_jib(),
         ]
+
+
+def answer_recipients() -> list[Agency]:
+    """The services that may receive OCAM's answers: every one but OCAM itself."""
+    return [a for a in Agency if a is not Agency.OCAM]
 
 
 def partitions_for(topics: Topics, name: str) -> int:

@@ -116,7 +116,7 @@ class Emitter:
             return
         record = dead_letter_record(rec, reason, detail)
         await self.out.add(self.topics.dead_letter, self.codec.encode(DEAD_LETTER, record),
-                           rec.key)
+                           record["original_key"])  # None when too large to copy
         self.metrics.dead_letters.labels(reason).inc()
         log.warning("router.dead_letter", reason=reason, topic=rec.topic,
                     partition=rec.partition, offset=rec.offset)

@@ -52,7 +52,7 @@ from routing.lifecycle import (
 from routing.views import Views
 from schemas.codec import Codec
 from schemas.names import FTF_REMOVAL, SIGNAL, WITHDRAWAL
-from schemas.validation import validate_signal_record
+from schemas.validation import validate_signal_record, validate_withdrawal_record
 
 log = structlog.get_logger(__name__)
 
@@ -240,7 +240,7 @@ class Router(ConsumeLoop):
                                        "claimed agency does not own this ingress topic")
                 return None
             if kind == WITHDRAWAL:
-                return Admitted(rec, kind, record)
+                return Admitted(rec, kind, validate_withdrawal_record(record))
             validate_signal_record(record, now=now)
             return Admitted(rec, kind, record, Facts.of(record))
         except InvalidSignalError as exc:  # the field path, never the value

@@ -6,6 +6,9 @@
 - :mod:`scenarios.ftf`: histories for the common database, and the deliveries the router
   would write for them (:func:`scenarios.keys.signed` gives them the router's signature);
 - :mod:`scenarios.keys`: throw-away signing keys, one per agency and service, with a registry.
+- :mod:`scenarios.malformed`: a malformed-input run: bad records of every kind, each with the
+  dead letter it must get, mixed with valid signed signals (rule-breaking field changes in
+  :mod:`scenarios.invalid_fields`).
 
 Summaries are synthetic placeholders, never real content.
 """

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from planr import territory
 from planr.domain import Agency, Recipient, RecipientClass, WorkingGroup
-from planr.topics import Topics
+from planr.topics import Topics, answer_recipients
 from schemas import names
 
 
@@ -87,6 +87,9 @@ def families(topics: Topics) -> list[Family]:
                topics.ftf_consultations, names.FTF_CONSULTATION, "consulting service"),
         Family("ftf-ocam-requests", "Consultations forwarded to OCAM",
                topics.ftf_ocam_requests, names.OCAM_REQUEST, "consulting service"),
+        Family("ftf-ocam-answers", "OCAM's answers to one service's forwarded requests",
+               f"{topics.ftf_ocam_answers_prefix()}{{agency}}", names.OCAM_ANSWER,
+               "requesting service", "agency", tuple(a.value for a in answer_recipients())),
         *_jib(topics),
     ]
 

@@ -13,6 +13,7 @@ DEAD_LETTER = "be.planr.DeadLetter"
 FTF_REMOVAL = "be.planr.FtfRemoval"
 FTF_CONSULTATION = "be.planr.FtfConsultation"
 OCAM_REQUEST = "be.planr.OcamRequest"
+OCAM_ANSWER = "be.planr.OcamAnswer"
 
 JIB_PROPOSAL = "be.planr.JibProposal"
 JIB_VOTE = "be.planr.JibVote"

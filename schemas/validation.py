@@ -329,6 +329,19 @@ def validate_signal_record(record: dict[str, Any], *, now: datetime | None = Non
     return record
 
 
+def validate_withdrawal_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Check a decoded ``Withdrawal`` record; returns it unchanged. Its event id, subject id
+    and version obey the rules of a signal's, so that a withdrawal cannot bring into the
+    ledger an id no signal could carry. Raises :class:`InvalidSignalError` naming the field,
+    like :func:`validate_signal_record`."""
+    _at("event_id", check_event_id, _get(record, "event_id"))
+    _one_of(_get(record, "agency"), _AGENCIES, "agency")
+    _at("subject_id", check_subject_id, _get(record, "subject_id"))
+    _at("version", check_version, _get(record, "version"))
+    _at("withdrawn_at", check_aware, _get(record, "withdrawn_at"))
+    return record
+
+
 def _check_times(record: Mapping[str, Any], now: datetime) -> None:
     occurred = _at("occurred_at", check_aware, _get(record, "occurred_at"))
     published = _at("published_at", check_aware, _get(record, "published_at"))

@@ -90,6 +90,9 @@ FACTS = "planr.internal.ntf-facts"
 REMOVALS = "planr.ftf.removals"
 CONSULTATIONS = "planr.audit.ftf-consultations"
 OCAM_REQUESTS = "planr.ftf.ocam-requests"
+#: OCAM answers each service that asks on that service's own topic; OCAM itself never asks.
+ASKING = [a for a in Agency if a is not Agency.OCAM]
+OCAM_ANSWERS = {a: f"planr.ftf.ocam-answers.{a.value}" for a in ASKING}
 JIB_IN = "planr.jib.submissions"
 JIB_DECISIONS = "planr.jib.decisions"
 JIB_AUDIT = "planr.audit.jib"
@@ -116,7 +119,10 @@ SERVICES: dict[str, tuple[set[str], set[str]]] = {
         deliveries_of("tfl", "wg", "csilr") | {delivery("ftf-db"), AUDIT, FACTS, DEAD},
     ),
     "User:planr-aggregator": ({FACTS}, {delivery("ntf"), DEAD}),
-    "User:planr-projector": ({delivery("ftf-db")}, {REMOVALS, CONSULTATIONS, OCAM_REQUESTS, DEAD}),
+    "User:planr-projector": (
+        {delivery("ftf-db")},
+        {REMOVALS, CONSULTATIONS, OCAM_REQUESTS, DEAD, *OCAM_ANSWERS.values()},
+    ),
     "User:planr-inboxes": (deliveries_of("tfl", "wg", "csilr"), {DEAD}),
     "User:operator": ({DEAD, AUDIT, CONSULTATIONS, JIB_AUDIT, JIB_DECISIONS}, set()),
     "User:planr-jib": ({JIB_IN}, {JIB_IN, JIB_DECISIONS, JIB_AUDIT, DEAD} | JIB_DELIVERIES),
@@ -127,7 +133,7 @@ SERVICES: dict[str, tuple[set[str], set[str]]] = {
 def expected_access() -> dict[str, tuple[set[str], set[str]]]:
     expected = dict(SERVICES)
     for a in Agency:
-        reads = {OCAM_REQUESTS} if a is Agency.OCAM else set()
+        reads = {OCAM_REQUESTS} if a is Agency.OCAM else {OCAM_ANSWERS[a]}
         expected[f"User:agency-{a.value}"] = (reads | {jib_delivery(a.value)},
                                               {f"planr.ingress.{a.value}", JIB_IN})
     for r in all_recipients():
@@ -144,6 +150,7 @@ EXPECTED = expected_access()
 
 def test_registry_has_the_topics_the_oracle_names():
     for name in (*INGRESS, DEAD, AUDIT, FACTS, REMOVALS, CONSULTATIONS, OCAM_REQUESTS,
+                 *OCAM_ANSWERS.values(),
                  delivery("ntf"), delivery("ftf-db"), delivery("tfl", "brussel"), JIB_IN,
                  JIB_DECISIONS, JIB_AUDIT, jib_delivery("vsse"), jib_delivery("tfl:brussel")):
         assert name in ALL_TOPICS
@@ -184,6 +191,27 @@ def test_no_recipient_reads_another_recipients_delivery_topic():
             continue
         readable = topics_with(f"User:{recipient_name(r)}", "Read")
         assert readable & deliveries == {TOPICS.delivery(r)}, str(r)
+
+
+def test_ocam_answers_to_a_service_are_readable_by_that_service_only():
+    assert "planr.ftf.ocam-answers.ocam" not in ALL_TOPIC_SET
+    for agency, topic in OCAM_ANSWERS.items():
+        readers = {p for p in BY_PRINCIPAL if allowed(p, "Read", "topic", topic)}
+        assert readers == {f"User:agency-{agency.value}"}, topic
+        writers = {p for p in BY_PRINCIPAL if allowed(p, "Write", "topic", topic)}
+        assert writers == {"User:planr-projector"}, topic
+
+
+def test_each_agency_has_its_own_consumer_groups_only():
+    candidates = [f"agency-{a.value}.answers" for a in Agency] + ["agency-ocam.requests",
+                                                                    "planr-router"]
+    for agency in Agency:
+        readable = {
+            g for rop, _perm, rtype, pattern, pname in BY_PRINCIPAL[f"User:agency-{agency.value}"]
+            if rop == "Read" and rtype == "group"
+            for g in candidates if _covers(pattern, pname, g)
+        }
+        assert readable == {g for g in candidates if g.startswith(f"agency-{agency.value}.")}
 
 
 def test_dead_letters_are_readable_by_the_operator_only():

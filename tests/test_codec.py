@@ -8,12 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 
 from planr.domain import Agency
 from planr.errors import DecodeError, UnknownSchemaError
 from scenarios.builders import make_signal
 from schemas import AVRO_DIR
 from schemas.codec import MAGIC, Codec, SchemaStore
+from schemas.dead_letter import MAX_COPIED_BYTES, dead_letter_record
 from schemas.names import DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
 
 
@@ -114,3 +116,31 @@ def test_decode_errors_do_not_echo_the_bytes(codec: Codec):
         codec.decode(data[:-3], SIGNAL)
     assert "SUMMARY" not in str(info.value)
     assert info.value.__cause__ is None
+
+
+def _consumed(value: bytes, key: bytes | None) -> ConsumerRecord:
+    return ConsumerRecord(topic="p.ingress.vsse", partition=2, offset=7, timestamp=0,
+                          timestamp_type=0, key=key, value=value, checksum=None,
+                          serialized_key_size=len(key or b""), serialized_value_size=len(value),
+                          headers=())
+
+
+@pytest.mark.parametrize(("value_size", "key_size"), [(MAX_COPIED_BYTES - 2, 2), (100, 0)])
+def test_a_dead_letter_keeps_an_original_up_to_the_copy_limit(value_size, key_size):
+    rec = _consumed(b"v" * value_size, b"k" * key_size or None)
+    dead = dead_letter_record(rec, "invalid_signal", "summary")
+    assert (dead["original"], dead["original_key"], dead["detail"]) == (
+        rec.value, rec.key, "summary")
+
+
+@pytest.mark.parametrize(("value_size", "key_size"), [(MAX_COPIED_BYTES + 1, 0),
+                                                      (10, MAX_COPIED_BYTES)])
+def test_a_dead_letter_of_a_larger_original_fits_and_says_it_was_not_copied(value_size,
+                                                                             key_size):
+    rec = _consumed(b"v" * value_size, b"k" * key_size or None)
+    dead = dead_letter_record(rec, "invalid_signal", "summary")
+    assert (dead["original"], dead["original_key"]) == (b"", None)
+    assert dead["detail"] == f"summary; original not copied ({value_size + key_size} bytes)"
+    assert (dead["source_topic"], dead["source_partition"], dead["source_offset"]) == (
+        "p.ingress.vsse", 2, 7)
+    assert len(Codec().encode(DEAD_LETTER, dead)) < 1024

@@ -317,3 +317,15 @@ def test_links_in_the_readme_and_docs_point_to_files_and_headings_in_the_reposit
             assert linked.exists(), f"{path.name}: {target} does not exist"
             if anchor:
                 assert anchor in _anchors(linked), f"{path.name}: no heading for {target}"
+
+
+def test_every_test_the_docs_cite_as_proof_exists():
+    """A claim's proof (``tests/test_x.py::test_name``) names a test function that exists."""
+    cited = 0
+    for path in (README, *sorted(DOCS.glob("*.md"))):
+        for file, name in re.findall(r"(tests/test_\w+\.py)::(test_\w+)", path.read_text("utf-8")):
+            cited += 1
+            source = (ROOT / file).read_text(encoding="utf-8")
+            assert re.search(rf"^(async )?def {name}\(", source, re.MULTILINE), (
+                f"{path.name} cites {file}::{name}, which does not exist")
+    assert cited >= 20  # the trust model cites its proofs

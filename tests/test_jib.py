@@ -19,11 +19,11 @@ from sqlalchemy import select
 
 from consumers.jib.consensus import JibConsensus
 from consumers.jib.panels import DEFAULT_PANELS_FILE, Panels
+from consumers.jib.tables import jib_decisions, jib_members, jib_proposals, jib_votes
 from consumers.metrics import StoreMetrics
 from consumers.outbox import Outbox
 from consumers.reader import read_topic
 from consumers.store import Database, sqlite_url
-from consumers.store.tables import jib_decisions, jib_members, jib_proposals, jib_votes
 from planr.kafka import make_producer
 from planr.parties import JIB_OWNER
 from planr.signing import sign_headers

@@ -21,8 +21,8 @@ from typer.testing import CliRunner, Result
 
 from cli import app
 from consumers.jib.panels import DEFAULT_PANELS_FILE, Panels
+from consumers.jib.tables import jib_consultations
 from consumers.store import sqlite_url
-from consumers.store.tables import jib_consultations
 from planr.parties import JIB_OWNER
 from planr.signing import KeyRegistry
 from planr.topics import provision

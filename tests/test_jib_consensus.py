@@ -16,9 +16,10 @@ from sqlalchemy import select
 
 from consumers.jib.consensus import JibConsensus
 from consumers.jib.panels import DEFAULT_PANELS_FILE, Panels
+from consumers.jib.tables import jib_decisions
 from consumers.metrics import StoreMetrics
 from consumers.store import Database, sqlite_url
-from consumers.store.tables import jib_decisions, outbox
+from consumers.store.tables import outbox
 from planr.kafka import KafkaConnection
 from planr.parties import JIB_OWNER
 from planr.signing import sign_headers

@@ -4,6 +4,7 @@ the policy's rules for the few signals used (Brussels, unclassified/confidentiel
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
-from consumers.ftf.projector import Projector
+from consumers.ftf.projector import Projector, load_fiches
 from consumers.inbox_rows import read_stored
 from consumers.inboxes import InboxService
 from consumers.ledger import StoreLedger
@@ -20,18 +21,19 @@ from consumers.outbox import Outbox
 from consumers.reader import read_topic
 from consumers.store import Database, sqlite_url
 from planr.domain import Agency, Recipient
-from planr.kafka import KafkaConnection
-from planr.signing import PROJECTOR, ROUTER
+from planr.kafka import KafkaConnection, make_producer
+from planr.signing import PROJECTOR, ROUTER, sign_headers
 from planr.telemetry import Metrics
 from planr.topics import Topics, provision
 from producers.publisher import Publisher
 from routing.router import Router
 from routing.setup import RoutingSetup
 from scenarios.builders import make_signal
+from scenarios.invalid_fields import FREE_TEXT_SUBJECT
 from scenarios.keys import KeyRing
 from schemas.codec import Codec
 from schemas.models import SignalIn
-from schemas.names import DELIVERY, RETRACTION
+from schemas.names import DEAD_LETTER, DELIVERY, RETRACTION, WITHDRAWAL
 
 pytestmark = pytest.mark.kafka
 
@@ -196,3 +198,51 @@ async def test_ocam_removal_retracts_from_every_holder_about_that_person_and_no_
     assert {d for d in delivered if d[0] in about_person}, "the person's data was delivered"
     assert retracted == {d for d in delivered if d[0] in about_person}
     assert stats.retractions == {"removed_from_database": len(retracted)}
+
+
+async def test_the_projector_applies_the_latest_version_whatever_the_order(
+    conn, topics, routing_setup, codec, ledger, group_id, tmp_path, keys
+):
+    await _provision(conn, topics)
+    e = "0f000000-0000-4000-8000-000000000001"
+    person = {"id": "P-3", "kind": "person", "statuses": ["FTF"]}
+    v1 = _signal(e, 1, subject=person)
+    v2 = _signal(e, 2, subject={**person, "statuses": ["FTF", "HTF"]})
+    async with Publisher(conn=conn, agency=Agency.VSSE, topics=topics, codec=codec,
+                         metrics=Metrics(CollectorRegistry()),
+                         signer=keys.signer(Agency.VSSE)) as pub:
+        await pub.publish_many([v2])
+        await pub.publish_many([v1, v1])  # the older version late, and replayed
+    await _route(conn, topics, routing_setup, codec, ledger, group_id, keys)
+    await _project(conn, topics, codec, keys, tmp_path)
+    async with Database(sqlite_url(tmp_path, "ftf.db")) as db, db.engine.connect() as c:
+        fiche = (await load_fiches(c, ["P-3"]))["P-3"]
+    assert fiche.statuses == {"FTF", "HTF"}
+    assert fiche.contributions == 1
+async def test_withdrawals_with_ids_no_signal_could_carry_are_dead_lettered(
+    conn, topics, routing_setup, codec, ledger, group_id, keys
+):
+    await _provision(conn, topics)
+    topic, vsse = topics.ingress(Agency.VSSE), keys.signer(Agency.VSSE)
+
+    def withdrawal(**overrides: Any) -> bytes:
+        return Codec().encode(WITHDRAWAL, {
+            "event_id": "0e000000-0000-4000-8000-000000000005", "agency": "vsse",
+            "subject_id": "P-1", "version": 1, "withdrawn_at": datetime.now(UTC), **overrides})
+
+    bad = {"event_id": withdrawal(event_id=FREE_TEXT_SUBJECT),
+           "subject_id": withdrawal(subject_id=FREE_TEXT_SUBJECT),
+           "version": withdrawal(version=0)}
+    producer = make_producer(conn)
+    await producer.start()
+    try:
+        for value in bad.values():
+            await producer.send_and_wait(topic, value, key=b"P-1",
+                                         headers=sign_headers(vsse, topic, value))
+    finally:
+        await producer.stop()
+    await _route(conn, topics, routing_setup, codec, ledger, group_id, keys)
+    dead = [codec.decode(r.value, DEAD_LETTER) async for r in read_topic(conn, topics.dead_letter)]
+    assert sorted((d["reason"], d["detail"]) for d in dead) == sorted(
+        ("invalid_signal", field) for field in bad)
+    assert await ledger.load(["0e000000-0000-4000-8000-000000000005"]) == {}

@@ -22,7 +22,7 @@ from scenarios.signals import generate
 from schemas.codec import Codec
 from schemas.models import SignalIn, describe_errors
 from schemas.names import SIGNAL
-from schemas.validation import validate_signal_record
+from schemas.validation import validate_signal_record, validate_withdrawal_record
 
 PUBLISHED = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 NOW = PUBLISHED + timedelta(seconds=3)
@@ -280,3 +280,30 @@ def test_a_free_text_subject_id_survives_avro_encoding_but_not_validation(codec:
 def test_the_json_form_of_a_valid_signal_gives_a_valid_record():
     signal = SignalIn.model_validate_json(json.dumps(signal_json(agency="vsse")))
     validate_signal_record(signal.to_avro(Agency.VSSE, PUBLISHED), now=NOW)
+
+
+def _withdrawal(**overrides: Any) -> dict[str, Any]:
+    return {"event_id": "0a000000-0000-4000-8000-000000000001", "agency": "vsse",
+            "subject_id": "P-1", "version": 2, "withdrawn_at": datetime.now(UTC), **overrides}
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"event_id": "Peeters, informant report"}, "event_id"),
+    ({"event_id": "0A000000-0000-4000-8000-000000000001"}, "event_id"),
+    ({"agency": "interpol"}, "agency"),
+    ({"subject_id": "Jan Peeters, Hoogstraat 12"}, "subject_id"),
+    ({"version": 0}, "version"),
+    ({"withdrawn_at": datetime(2026, 1, 1)}, "withdrawn_at"),  # noqa: DTZ001 - naive on purpose
+])
+def test_a_withdrawal_obeys_the_id_rules_of_a_signal_naming_the_field(overrides, field):
+    with pytest.raises(InvalidSignalError) as info:
+        validate_withdrawal_record(_withdrawal(**overrides))
+    assert info.value.field == field
+    value = next(iter(overrides.values()))
+    if isinstance(value, str):  # text values never reach the message
+        assert value not in str(info.value)
+
+
+def test_a_valid_withdrawal_passes_unchanged():
+    record = _withdrawal()
+    assert validate_withdrawal_record(record) is record

@@ -2,7 +2,8 @@
 
 - ``consult`` and ``consult_and_feed``: the fiche (only included entries exist for readers);
 - ``hit_no_hit``: only "hit" or "no hit";
-- ``indirect``: "request forwarded to OCAM", and an OCAM request event;
+- ``indirect``: "request forwarded to OCAM": the request joins OCAM's queue
+  (``ocam_requests``, see :mod:`consumers.ftf.worklist`) and an OCAM request event is sent;
 - ``none``: exactly the answer for an unknown subject (no oracle).
 
 Every consultation is written to the ``consultations`` table and, through the outbox, to the
@@ -26,7 +27,7 @@ from consumers.ftf.governance import AccessConfig, AccessMode
 from consumers.metrics import StoreMetrics
 from consumers.outbox import CONSULTATION_KIND, OCAM_REQUEST_KIND, outbox_row
 from consumers.store import Database
-from consumers.store.tables import consultations, fiches, outbox
+from consumers.store.tables import consultations, fiches, ocam_requests, outbox
 from planr.domain import Agency
 from schemas.codec import Codec
 from schemas.names import FTF_CONSULTATION, OCAM_REQUEST
@@ -34,6 +35,8 @@ from schemas.names import FTF_CONSULTATION, OCAM_REQUEST
 FICHE, FICHES, HIT, NO_HIT, FORWARDED, NO_ACCESS = (
     "fiche", "fiches", "hit", "no_hit", "forwarded", "no_access"
 )
+#: States of a request forwarded to OCAM (``ocam_requests.status``).
+OPEN, ANSWERED = "open", "answered"
 
 
 @dataclass(frozen=True)
@@ -175,16 +178,38 @@ class Consultations:
             "subject_id": answer.subject_id, "query": query, "purpose": purpose,
             "answer_class": answer.answer_class,
         }
-        await conn.execute(consultations.insert(), row)
-        messages = [outbox_row(answer.consultation_id, CONSULTATION_KIND, service.value,
-                               self._codec.encode(FTF_CONSULTATION, row), now)]
+        forwarded = []
         if answer.answer_class == FORWARDED:
-            request = {"request_id": answer.consultation_id, "requested_at": now,
-                       "service": service.value, "verb": answer.verb,
-                       "subject_id": answer.subject_id, "query": query, "purpose": purpose}
-            messages.append(outbox_row(
-                str(uuid.uuid5(uuid.NAMESPACE_URL, "ocam-request:" + answer.consultation_id)),
-                OCAM_REQUEST_KIND, service.value, self._codec.encode(OCAM_REQUEST, request), now,
-            ))
-        await conn.execute(outbox.insert(), messages)
-        self._metrics.ftf_consultations.labels(mode.value, answer.verb).inc()
+            forwarded.append(await forward_to_ocam(conn, self._codec, row))
+        await record_consultation(conn, self._codec, self._metrics, row, forwarded)
+
+
+async def record_consultation(
+    conn: AsyncConnection,
+    codec: Codec,
+    metrics: StoreMetrics,
+    row: dict[str, Any],
+    messages: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Log one consultation (a ``consultations`` row) and queue its audit record, with any
+    other outbox ``messages`` it decided, in ``conn``'s transaction."""
+    await conn.execute(consultations.insert(), row)
+    audit = outbox_row(row["consultation_id"], CONSULTATION_KIND, row["service"],
+                       codec.encode(FTF_CONSULTATION, row), row["consulted_at"])
+    await conn.execute(outbox.insert(), [audit, *messages])
+    metrics.ftf_consultations.labels(row["access_mode"], row["verb"]).inc()
+
+
+async def forward_to_ocam(
+    conn: AsyncConnection, codec: Codec, consultation: dict[str, Any]
+) -> dict[str, Any]:
+    """Queue a forwarded consultation for OCAM (``ocam_requests``, open) in ``conn``'s
+    transaction; returns the outbox row of its ``OcamRequest``."""
+    c = consultation
+    request = {"request_id": c["consultation_id"], "requested_at": c["consulted_at"],
+               "service": c["service"], "verb": c["verb"], "subject_id": c["subject_id"],
+               "query": c["query"], "purpose": c["purpose"]}
+    await conn.execute(ocam_requests.insert(), {**request, "status": OPEN})
+    return outbox_row(str(uuid.uuid5(uuid.NAMESPACE_URL, "ocam-request:" + c["consultation_id"])),
+                      OCAM_REQUEST_KIND, c["service"], codec.encode(OCAM_REQUEST, request),
+                      c["consulted_at"])

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumers.jib.panels import Panels
 from consumers.jib.rules import COUNTED, Decision, Proposal, open_proposal, take_tick, take_vote
 from consumers.jib.store import BatchState, count_expiring
+from consumers.jib.tables import jib_clock, jib_proposals
 from consumers.metrics import StoreMetrics
 from consumers.outbox import (
     JIB_AUDIT_KIND,
@@ -43,7 +44,6 @@ from consumers.outbox import (
     outbox_row,
 )
 from consumers.store import Database
-from consumers.store.tables import jib_clock, jib_proposals
 from consumers.tracked import TrackedConsumer
 from planr.errors import DecodeError, PlanrError
 from planr.identity import content_fingerprint

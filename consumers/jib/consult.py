@@ -22,16 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.jib.render import render
 from consumers.jib.store import proposal_from_row, uncsv
+from consumers.jib.tables import jib_consultations, jib_members, jib_proposals, jib_votes
 from consumers.metrics import StoreMetrics
 from consumers.outbox import JIB_AUDIT_KIND, outbox_row
 from consumers.store import Database
-from consumers.store.tables import (
-    jib_consultations,
-    jib_members,
-    jib_proposals,
-    jib_votes,
-    outbox,
-)
+from consumers.store.tables import outbox
 from schemas.codec import Codec
 from schemas.names import JIB_AUDIT
 

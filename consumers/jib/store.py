@@ -16,15 +16,9 @@ from sqlalchemy import bindparam, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.jib.rules import Decision, Proposal
+from consumers.jib.tables import jib_clock, jib_decisions, jib_members, jib_proposals, jib_votes
 from consumers.store import Database
-from consumers.store.tables import (
-    jib_clock,
-    jib_decisions,
-    jib_members,
-    jib_proposals,
-    jib_votes,
-    outbox,
-)
+from consumers.store.tables import outbox
 
 _CHUNK = 500
 _STATE_COLUMNS = ("approvals", "objections", "outcome", "decided_at", "deciding_vote")

@@ -1,7 +1,7 @@
 """The Joint Information Box (JIB): proposals, votes, decisions, members, clock, consultations.
 
 Revision ID: 0005j
-Revises: 0004p
+Revises: 0003o
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005j"
-down_revision: str | None = "0004p"
+down_revision: str | None = "0003o"
 branch_labels: str | None = None
 depends_on: str | None = None
 
