@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import base64
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
 )
 
 from planr.errors import UsageError
 from planr.keyfiles import (
-    KeyEntry,
     add_to_registry,
     generate_key,
     generate_registered_key,
@@ -34,26 +32,7 @@ from planr.signing import (
     sign_headers,
     verify_record,
 )
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-T1 = datetime(2027, 1, 1, tzinfo=UTC)
-NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-TOPIC = "planr.ingress.vsse"
-VALUE = b"\x00\x01avro-bytes-of-a-signal"
-
-
-def _raw_public(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _entry(key_id: str, owner: str, key: Ed25519PrivateKey, **validity: datetime) -> KeyEntry:
-    return KeyEntry(
-        id=key_id,
-        owner=owner,
-        public_key=base64.b64encode(_raw_public(key)).decode(),
-        valid_from=validity.get("valid_from", T0),
-        valid_until=validity.get("valid_until", T1),
-    )
+from tests.signing_helpers import NOW, T0, T1, TOPIC, VALUE, entry
 
 
 @pytest.fixture
@@ -64,8 +43,8 @@ def keys():
 @pytest.fixture
 def registry(keys):
     return KeyRegistry([
-        _entry("vsse-2026-01", "vsse", keys["vsse"]),
-        _entry("router-2026-01", "router", keys["router"]),
+        entry("vsse-2026-01", "vsse", keys["vsse"]),
+        entry("router-2026-01", "router", keys["router"]),
     ])
 
 
@@ -159,8 +138,8 @@ def test_private_key_file_that_is_not_ed25519_pem_is_refused(tmp_path):
 
 
 def test_registry_round_trips_through_its_file(tmp_path, keys):
-    entries = [_entry("vsse-2026-01", "vsse", keys["vsse"]),
-               _entry("router-a", "router", keys["router"], valid_from=T0 + timedelta(hours=1))]
+    entries = [entry("vsse-2026-01", "vsse", keys["vsse"]),
+               entry("router-a", "router", keys["router"], valid_from=T0 + timedelta(hours=1))]
     path = tmp_path / "registry.yaml"
     save_registry(path, entries)
     assert load_registry(path) == entries
@@ -172,25 +151,25 @@ def test_registry_round_trips_through_its_file(tmp_path, keys):
 
 def test_add_to_registry_creates_appends_and_refuses_duplicate_ids(tmp_path, keys):
     path = tmp_path / "sub" / "registry.yaml"
-    first = _entry("vsse-2026-01", "vsse", keys["vsse"])
+    first = entry("vsse-2026-01", "vsse", keys["vsse"])
     add_to_registry(path, first)
-    second = _entry("router-2026-01", "router", keys["router"])
+    second = entry("router-2026-01", "router", keys["router"])
     add_to_registry(path, second)
     assert [e.id for e in load_registry(path)] == ["vsse-2026-01", "router-2026-01"]
     with pytest.raises(UsageError, match="vsse-2026-01"):
-        add_to_registry(path, _entry("vsse-2026-01", "vsse", keys["router"]))
+        add_to_registry(path, entry("vsse-2026-01", "vsse", keys["router"]))
     assert load_registry(path) == [first, second]
 
 
 def test_generate_registered_key_leaves_no_private_file_for_a_taken_id(tmp_path, keys):
     registry = tmp_path / "registry.yaml"
-    add_to_registry(registry, _entry("vsse-2026-01", "vsse", keys["vsse"]))
+    add_to_registry(registry, entry("vsse-2026-01", "vsse", keys["vsse"]))
     with pytest.raises(UsageError, match="already registered"):
         generate_registered_key("vsse", tmp_path / "k", registry, key_id="vsse-2026-01")
     assert not (tmp_path / "k" / "vsse-2026-01.pem").exists()
-    path, entry = generate_registered_key("vsse", tmp_path / "k", registry, valid_from=T0)
+    path, made = generate_registered_key("vsse", tmp_path / "k", registry, valid_from=T0)
     assert path.exists()
-    assert KeyRegistry.load(registry).get(entry.id) == entry
+    assert KeyRegistry.load(registry).get(made.id) == made
 
 
 GOOD_KEY = base64.b64encode(bytes(range(32))).decode()

@@ -7,7 +7,7 @@ layout written out in full here, not the module's own message builder.
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -29,26 +29,7 @@ from planr.signing import (
     sign_headers,
     verify_record,
 )
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-T1 = datetime(2027, 1, 1, tzinfo=UTC)
-NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-TOPIC = "planr.ingress.vsse"
-VALUE = b"\x00\x01avro-bytes-of-a-signal"
-
-
-def _raw_public(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def _entry(key_id: str, owner: str, key: Ed25519PrivateKey, **validity: datetime) -> KeyEntry:
-    return KeyEntry(
-        id=key_id,
-        owner=owner,
-        public_key=base64.b64encode(_raw_public(key)).decode(),
-        valid_from=validity.get("valid_from", T0),
-        valid_until=validity.get("valid_until", T1),
-    )
+from tests.signing_helpers import NOW, T0, T1, TOPIC, VALUE, entry, raw_public
 
 
 @pytest.fixture
@@ -59,8 +40,8 @@ def keys():
 @pytest.fixture
 def registry(keys):
     return KeyRegistry([
-        _entry("vsse-2026-01", "vsse", keys["vsse"]),
-        _entry("router-2026-01", "router", keys["router"]),
+        entry("vsse-2026-01", "vsse", keys["vsse"]),
+        entry("router-2026-01", "router", keys["router"]),
     ])
 
 
@@ -122,8 +103,8 @@ def test_value_replayed_on_another_topic_is_a_bad_signature(registry, signer):
 def test_signature_moved_to_another_key_id_of_the_same_owner_is_bad(keys, signer):
     other = Ed25519PrivateKey.generate()
     registry = KeyRegistry([
-        _entry("vsse-2026-01", "vsse", keys["vsse"]),
-        _entry("vsse-2026-02", "vsse", other),
+        entry("vsse-2026-01", "vsse", keys["vsse"]),
+        entry("vsse-2026-02", "vsse", other),
     ])
     sig = dict(sign_headers(signer, TOPIC, VALUE))["planr-sig"]
     headers = [("planr-key-id", b"vsse-2026-02"), ("planr-sig", sig)]
@@ -178,7 +159,7 @@ def test_key_is_valid_from_its_first_instant_and_without_end_date(keys, signer):
         KeyEntry(
             id="vsse-2026-01",
             owner="vsse",
-            public_key=base64.b64encode(_raw_public(keys["vsse"])).decode(),
+            public_key=base64.b64encode(raw_public(keys["vsse"])).decode(),
             valid_from=T0,
         )
     ])
@@ -191,8 +172,8 @@ def test_key_is_valid_from_its_first_instant_and_without_end_date(keys, signer):
 def test_rotation_overlap_accepts_old_and_new_key(keys):
     new = Ed25519PrivateKey.generate()
     registry = KeyRegistry([
-        _entry("vsse-2026-01", "vsse", keys["vsse"]),
-        _entry("vsse-2026-12", "vsse", new, valid_from=T1 - timedelta(days=31),
+        entry("vsse-2026-01", "vsse", keys["vsse"]),
+        entry("vsse-2026-12", "vsse", new, valid_from=T1 - timedelta(days=31),
                valid_until=T1 + timedelta(days=365)),
     ])
     overlap = T1 - timedelta(days=10)
@@ -256,7 +237,7 @@ def test_check_signer_refuses_a_key_that_does_not_match_the_registry(registry, k
 def _renderings(key: Ed25519PrivateKey) -> list[str]:
     private = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                 serialization.NoEncryption())
-    public = _raw_public(key)
+    public = raw_public(key)
     pem_body = "".join(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()).decode().splitlines()[1:-1])
