@@ -127,7 +127,9 @@ class TimedRouter(Router):
 async def _route(child: Child, ready: Any) -> dict[str, Any]:
     setup = prepare(DEFAULT_POLICY)
     registry = KeyRegistry.load(child.registry)
-    conn = KafkaConnection(child.bootstrap, session_timeout_ms=6_000)
+    # the shipped default (PLANR_SESSION_TIMEOUT_MS): a long batch on a busy machine must not
+    # get a worker expelled from the group mid-batch
+    conn = KafkaConnection(child.bootstrap, session_timeout_ms=10_000)
     async with Database(sqlite_url(child.ledger_dir, "ledger.db")) as db:
         router = TimedRouter(latency=child.latency, ready=ready,
                              capture=child.capture is not None, conn=conn,
