@@ -29,8 +29,10 @@ from scenarios.signals import generate
 PREFIX = "lat"
 
 
-async def _paced(work: Workload, topics: Topics, rate: float, seconds: float) -> float:
-    """Publish ``rate * seconds`` signals on schedule; returns the achieved rate."""
+async def _paced(work: Workload, topics: Topics, rate: float, seconds: float,
+                 ready: Any) -> float:
+    """Once the router is ready, publish ``rate * seconds`` signals on schedule; returns the
+    achieved rate."""
     scenario = list(generate(int(rate * seconds), seed=11))
     metrics = Metrics(CollectorRegistry())
     agencies = sorted({a for a, _ in scenario}, key=lambda a: a.value)
@@ -40,6 +42,7 @@ async def _paced(work: Workload, topics: Topics, rate: float, seconds: float) ->
         await p.start()
     pending: list[asyncio.Task[Any]] = []
     try:
+        await _ready(ready)
         started, sent = time.perf_counter(), 0
         while sent < len(scenario):
             due = min(len(scenario), int((time.perf_counter() - started) * rate) + 1)
@@ -70,16 +73,12 @@ def measure(work: Workload, tmp: Path, rate: float, seconds: float) -> dict[str,
     topics = Topics(PREFIX)
     asyncio.run(provision(work.conn, topics))
     child = Child(work.conn.bootstrap_servers, PREFIX, "lat-router", work.keys.registry_path,
-                  work.keys.path(ROUTER), tmp / "lat-ledger", until_idle=3.0, latency=True)
+                  work.keys.path(ROUTER), tmp / "lat-ledger", until_idle=5.0, latency=True)
     child.ledger_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(migrate_ledger(child.ledger_dir))
     procs, results, ready = start(child, 1)
 
-    async def offer() -> float:
-        await _ready(ready)
-        return await _paced(work, topics, rate, seconds)
-
-    achieved = asyncio.run(offer())
+    achieved = asyncio.run(_paced(work, topics, rate, seconds, ready))
     parts = collect(procs, results)
     values = sorted(v for p in parts for v in p["latencies"])
     return {"offered_per_s": rate, "achieved_per_s": achieved, "signals": len(values),
