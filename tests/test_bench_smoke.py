@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.kafka  # starts an embedded broker
 
 
+@pytest.mark.timeout(900)
 def test_quick_suite_measures_every_implementation_with_the_planr_outputs(tmp_path: Path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out), "routers"],
-        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+        cwd=ROOT, capture_output=True, text=True, timeout=840, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text(encoding="utf-8"))
     expected = {"floor", "naive", "planr1", "planr2"}
