@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from cli.context import Context, fail, get, run_async
+from cli.workers import supervise
 from consumers.inboxes import INBOX_CLASSES, InboxService
 from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
@@ -51,6 +52,10 @@ def route(
     group: Annotated[
         str, typer.Option(envvar="PLANR_ROUTER_GROUP", help="Consumer group id.")
     ] = "planr-router",
+    workers: Annotated[
+        int, typer.Option(envvar="PLANR_ROUTER_WORKERS", min=1, max=64,
+                          help="Router processes in the group (metrics port + i each).")
+    ] = 1,
 ) -> None:
     """Run the routing consumer over every ingress topic."""
     c = get(ctx)
@@ -58,6 +63,9 @@ def route(
     setup = routing_setup(c)
     registry = c.key_registry()
     signer = c.signer(ROUTER, registry)
+    if workers > 1:
+        c.with_db("ledger", _schema_ready)  # one schema upgrade, before the workers start
+        raise typer.Exit(supervise(c, workers, group, until_idle))
     c.serve_metrics()
 
     async def go() -> None:
@@ -79,6 +87,10 @@ def route(
         run_async(go())
     except PlanrError as exc:
         fail(f"router stopped: {exc}")
+
+
+async def _schema_ready(db: Database) -> None:
+    """Nothing: opening the store upgraded its schema."""
 
 
 def aggregate(

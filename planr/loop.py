@@ -22,9 +22,13 @@ import signal
 import time
 from typing import Any
 
+import structlog
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from planr.lifecycle import Service
+
+log = structlog.get_logger(__name__)
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
 
@@ -67,9 +71,19 @@ class ConsumeLoop(Service):
         self._stop_requested.set()
 
     async def process(self, batch: Batch) -> None:
-        """One batch: its work, then (only once that returned) its commit."""
+        """One batch: its work, then (only once that returned) its commit.
+
+        A commit refused because the group rebalanced meanwhile (another member of the group
+        joined or left: ``planr route --workers N``, a restarted replica) loses nothing: the
+        batch's outputs are acknowledged, and the partition's new owner reads the batch again,
+        which the ledger and the sinks deduplicate. The loop goes on with its new assignment.
+        """
         await self._handle(batch)
-        await self._commit(batch)
+        try:
+            await self._commit(batch)
+        except CommitFailedError:
+            log.warning("loop.commit_lost_to_rebalance", service=type(self).__name__,
+                        partitions=len(batch))
 
     async def run(self, *, until_idle: float | None = None) -> Any:
         """Consume until :meth:`request_stop`, or until ``until_idle`` seconds pass with no
