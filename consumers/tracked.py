@@ -15,6 +15,7 @@ is stored with the batch all the same.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,8 +87,8 @@ class TrackedConsumer(ConsumeLoop):
 
     async def _open(self) -> None:
         self._consumer = make_consumer(self._conn, group_id=None, max_records=self._max_batch)
-        await self._consumer.start()
         try:
+            await self._consumer.start()
             await self._assign()
         except BaseException:
             await self._consumer.stop()
@@ -181,7 +182,16 @@ class TrackedConsumer(ConsumeLoop):
         """Already committed with the outputs; then publish what the batch put in the outbox."""
         self.stats.batches += 1
         self.stats.records += sum(len(r) for r in batch.values())
+        self._observe_applied(batch)
         await self.after_commit()
+
+    def _observe_applied(self, batch: Batch) -> None:
+        """Delivery -> applied: each record's broker timestamp to now (its batch committed)."""
+        histogram = self._metrics.applied_latency.labels(self.name)
+        now_ms = time.time() * 1000
+        for records in batch.values():
+            for rec in records:
+                histogram.observe(max(0.0, (now_ms - rec.timestamp) / 1000))
 
     async def _begin(self) -> None:
         await self.after_commit()

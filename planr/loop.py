@@ -12,6 +12,16 @@ flight is finished and committed), stop. A subclass supplies:
 - optionally :meth:`ConsumeLoop._ready` (may idleness be measured yet, e.g. partitions
   assigned), :meth:`ConsumeLoop._tick` (after every poll), :meth:`ConsumeLoop._begin` and
   :meth:`ConsumeLoop._end` (once, around the loop).
+
+Subclasses keep their Kafka consumer in ``self._consumer`` and their metrics in
+``self._metrics`` (whose ``runtime`` holds :class:`planr.telemetry.RuntimeMetrics`): the loop
+reports the consumer's lag and the broker's reachability from them (:mod:`planr.health`).
+
+Riding out the broker: :meth:`ConsumeLoop.start` retries, with exponential backoff, while the
+brokers cannot be reached (each failed attempt logged, the outage counted); once running, the
+Kafka clients retry by themselves, and a commit refused because the group rebalanced meanwhile
+(a broker that stalled past the session timeout) is logged and skipped: the batch's records
+come again, and every output downstream is deduplicated by its id.
 """
 
 from __future__ import annotations
@@ -22,9 +32,16 @@ import signal
 import time
 from typing import Any
 
+import structlog
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
+from prometheus_client import REGISTRY
 
+from planr.health import Health
 from planr.lifecycle import Service
+from planr.telemetry import RuntimeMetrics, runtime_metrics
+
+log = structlog.get_logger(__name__)
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
 
@@ -33,9 +50,31 @@ class ConsumeLoop(Service):
     """Base of every consuming service; see the module documentation."""
 
     poll_timeout_ms: int = 200
+    #: seconds between lag reports and broker probes (:mod:`planr.health`)
+    health_interval: float = 2.0
+    #: first and longest wait between attempts to reach the brokers at start
+    retry_backoff: tuple[float, float] = (0.5, 10.0)
+    _consumer: Any
 
     def __init__(self) -> None:
         self._stop_requested = asyncio.Event()
+        self._health: Health | None = None
+
+    @property
+    def service_label(self) -> str:
+        """The service's name in metrics and logs (a store consumer's name, else its class)."""
+        return str(getattr(self, "name", None) or type(self).__name__.lower())
+
+    @property
+    def health(self) -> Health:
+        """Lag and broker reachability of this service (created on first use)."""
+        if self._health is None:
+            runtime = getattr(getattr(self, "_metrics", None), "runtime", None)
+            rt = runtime if isinstance(runtime, RuntimeMetrics) else runtime_metrics(REGISTRY)
+            group = getattr(self, "_group_id", None) or self.service_label
+            self._health = Health(rt, service=self.service_label, group=str(group),
+                                  interval=self.health_interval)
+        return self._health
 
     # ---- what subclasses supply -----------------------------------------------------------
 
@@ -66,16 +105,49 @@ class ConsumeLoop(Service):
         """Finish the batch in flight, commit it, then return from :meth:`run`."""
         self._stop_requested.set()
 
+    async def start(self) -> None:
+        """Start; while the brokers cannot be reached, log, count and retry with backoff
+        (until :meth:`request_stop`)."""
+        delay, longest = self.retry_backoff
+        while True:
+            try:
+                await super().start()
+            except KafkaConnectionError as exc:
+                if self._stop_requested.is_set():
+                    raise
+                self.health.mark(False, error=type(exc).__name__)
+                log.warning("service.start_retry", service=self.service_label,
+                            retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_requested.wait(), delay)
+                delay = min(delay * 2, longest)
+                continue
+            self.health.mark(True)
+            return
+
     async def process(self, batch: Batch) -> None:
         """One batch: its work, then (only once that returned) its commit."""
         await self._handle(batch)
-        await self._commit(batch)
+        try:
+            await self._commit(batch)
+        except CommitFailedError:
+            log.warning("service.commit_refused", service=self.service_label,
+                        records=sum(len(r) for r in batch.values()))
 
     async def run(self, *, until_idle: float | None = None) -> Any:
         """Consume until :meth:`request_stop`, or until ``until_idle`` seconds pass with no
         input once ready. Returns the service's statistics."""
         await self.start()
         await self._begin()
+        self.health.watch(self._consumer)
+        try:
+            await self._loop(until_idle)
+        finally:
+            await self.health.unwatch(self._consumer)
+        await self._end()
+        return self._result()
+
+    async def _loop(self, until_idle: float | None) -> None:
         idle_since: float | None = None
         while not self._stop_requested.is_set():
             batch = await self._poll()
@@ -89,8 +161,6 @@ class ConsumeLoop(Service):
                 elif now - idle_since >= until_idle:
                     break
             await self._tick()
-        await self._end()
-        return self._result()
 
     def _result(self) -> Any:
         return None
