@@ -34,7 +34,7 @@ class Health:
     """Lag gauges and broker reachability of one service (``service``, consumer ``group``)."""
 
     def __init__(self, runtime: RuntimeMetrics, *, service: str, group: str,
-                 interval: float = 2.0, probe_timeout: float = 2.0) -> None:
+                 interval: float = 2.0, probe_timeout: float = 5.0) -> None:
         self._rt = runtime
         self.service, self.group = service, group
         self.interval, self.probe_timeout = interval, probe_timeout

@@ -90,7 +90,7 @@ class Bus:
     def env(self, owner: str, port: int) -> dict[str, str]:
         return {**os.environ, "PLANR_BOOTSTRAP_SERVERS": self.conn.bootstrap_servers,
                 "PLANR_TOPIC_PREFIX": self.topics.prefix, "PLANR_DATA_DIR": str(self.tmp),
-                "PLANR_LOG_LEVEL": "info", "PLANR_LOG_FORMAT": "json",
+                "PLANR_LOG_LEVEL": "info", "PLANR_LOG_FORMAT": "json", "PLANR_IDEMPOTENCE": "off",
                 "PLANR_METRICS_PORT": str(port), "PLANR_METRICS_HOST": "127.0.0.1",
                 **key_env(self.keys, owner)}
 
