@@ -89,7 +89,9 @@ async def _connect(c: Context, stack: AsyncExitStack) -> KafkaConnection:
         return c.connection(bootstrap)
     broker = await stack.enter_async_context(EmbeddedBroker())
     typer.echo(f"embedded broker: {broker.bootstrap_servers}", err=True)
-    return dataclasses.replace(c.connection(broker.bootstrap_servers), session_timeout_ms=6_000)
+    # Tansu finishes a group join after half the session timeout: at most 6 s on the demo broker
+    timeout = min(c.settings.session_timeout_ms, 6_000)
+    return dataclasses.replace(c.connection(broker.bootstrap_servers), session_timeout_ms=timeout)
 
 
 async def _store(c: Context, stack: AsyncExitStack, store: Store) -> Database:

@@ -53,8 +53,10 @@ class Settings(BaseSettings):
         description="Access modes of the services to the common database (FTF / T.E.R.).",
     )
     session_timeout_ms: int = Field(
-        default=10_000, ge=6_000, le=300_000,
-        description="Consumer-group session timeout; Tansu completes a join after half of it.",
+        default=10_000, ge=2_000, le=300_000,
+        description="Consumer-group session timeout; Tansu completes a join after half of it "
+                    "(Apache Kafka refuses less than its group.min.session.timeout.ms, 6 s by "
+                    "default).",
     )
     signing_key: Path | None = Field(
         default=None,

@@ -32,9 +32,22 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield b
 
 
+#: Tansu completes a group join after half the session timeout: the tests' consumers, in process
+#: and in the ``planr`` processes they start, use a short one (joins take 1.5 s, not 5 s).
+SESSION_TIMEOUT_MS = 3_000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _short_session_timeout() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PLANR_SESSION_TIMEOUT_MS", str(SESSION_TIMEOUT_MS))
+        yield
+
+
 @pytest.fixture
 def conn(broker: EmbeddedBroker) -> KafkaConnection:
-    return KafkaConnection(bootstrap_servers=broker.bootstrap_servers, session_timeout_ms=6_000)
+    return KafkaConnection(bootstrap_servers=broker.bootstrap_servers,
+                           session_timeout_ms=SESSION_TIMEOUT_MS)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from planr.signing import ROUTER, KeyRegistry
 from planr.topics import Topics
 from scenarios.builders import SECRET_SUMMARY, signal_json
 from scenarios.keys import KeyRing
-from tests.conftest import key_env
+from tests.conftest import SESSION_TIMEOUT_MS, key_env
 
 pytestmark = pytest.mark.kafka  # every test here starts or uses a broker
 
@@ -38,6 +38,7 @@ def env(broker: EmbeddedBroker, topics: Topics, tmp_path: Path,
         "PLANR_DATA_DIR": str(tmp_path / "data"),
         "PLANR_LOG_FORMAT": "json",
         "PLANR_ROUTER_GROUP": f"router-{uuid.uuid4().hex[:8]}",
+        "PLANR_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
         **key_env(keys, ROUTER),
     })  # fmt: skip
     return e
@@ -176,7 +177,8 @@ def test_route_serves_metrics_and_drains_on_sigterm(env: dict[str, str]):
 
 def test_run_demo_prints_the_summary(tmp_path: Path):
     e = {k: v for k, v in os.environ.items() if not k.startswith("PLANR_")}
-    e.update({"PLANR_DEMO_SIGNALS": "300", "PLANR_DATA_DIR": str(tmp_path / "data")})
+    e.update({"PLANR_DEMO_SIGNALS": "300", "PLANR_DATA_DIR": str(tmp_path / "data"),
+              "PLANR_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)})
     result = planr(e, "run", "--demo", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout

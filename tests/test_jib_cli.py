@@ -27,6 +27,7 @@ from planr.parties import JIB_OWNER
 from planr.signing import KeyRegistry
 from planr.topics import provision
 from scenarios.jib import SECRET_GROUNDS, jib_keys
+from tests.conftest import SESSION_TIMEOUT_MS
 
 pytestmark = pytest.mark.kafka
 
@@ -45,7 +46,8 @@ class Jib:
             "PLANR_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
             "PLANR_TOPIC_PREFIX": topics.prefix, "PLANR_JIB_DB_URL": self.db_url,
             "PLANR_KEY_REGISTRY": str(self.keys.registry_path),
-            "PLANR_DATA_DIR": str(tmp_path / "data"), "PLANR_SESSION_TIMEOUT_MS": "6000"}
+            "PLANR_DATA_DIR": str(tmp_path / "data"),
+            "PLANR_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)}
 
     def run(self, *args: str, key: str | None = None) -> Result:
         env = dict(self.env)
@@ -197,7 +199,8 @@ def test_usage_errors_name_the_option_or_field_never_the_content(jib: Jib, tmp_p
 @pytest.mark.timeout(300)
 def test_run_demo_summary_shows_jib_proposals_adopted_rejected_and_expired(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANR_")}
-    env.update({"PLANR_DEMO_SIGNALS": "50", "PLANR_DATA_DIR": str(tmp_path / "data")})
+    env.update({"PLANR_DEMO_SIGNALS": "50", "PLANR_DATA_DIR": str(tmp_path / "data"),
+                "PLANR_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS)})
     done = subprocess.run([PLANR, "run", "--demo"], env=env, capture_output=True, text=True,
                           timeout=280, check=False)
     assert done.returncode == 0, done.stderr[-2000:]

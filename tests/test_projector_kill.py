@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,15 +109,22 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
 
         async with Database(url) as db:  # migrate once, before the processes race
             logs = [tmp_path / "projector.log", tmp_path / "inboxes.log"]
-            # Each process is killed, in each round, as soon as its stored offset passes a
-            # random point of its stream: the kills land part-way, wherever the process is.
+            # Each process is killed, in each round, a random delay after its stored offset
+            # passes a random point of its stream: the kills land part-way, at a random time
+            # within whatever batch the process is working on, not right after a commit.
             sizes = [len(ftf_values), len(tfl_values)]
             targets = [sorted(rng.sample(range(1, n * 9 // 10), KILLS)) for n in sizes]
+            delays = [[rng.uniform(0.0, 0.15) for _ in range(KILLS)] for _ in sizes]
             for round_ in range(KILLS):
                 procs = [spawn(c, e, log) for c, e, log in zip(commands, envs, logs, strict=True)]
+                due: list[float | None] = [None, None]
                 while any(p.poll() is None for p in procs):
                     for i, proc in enumerate(procs):
-                        if proc.poll() is None and await stored(i) >= targets[i][round_]:
+                        if proc.poll() is not None:
+                            continue
+                        if due[i] is None and await stored(i) >= targets[i][round_]:
+                            due[i] = time.monotonic() + delays[i][round_]
+                        if due[i] is not None and time.monotonic() >= due[i]:
                             proc.send_signal(signal.SIGKILL)
                             proc.wait()
                             kills[i].append(await stored(i))
