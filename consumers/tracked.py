@@ -30,7 +30,7 @@ from consumers.metrics import StoreMetrics
 from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
 from consumers.store import Database
 from consumers.store.tables import outbox as outbox_table
-from planr.errors import PlanrError
+from planr.errors import TopicsMissingError
 from planr.identity import CONFLICT, same_event
 from planr.kafka import KafkaConnection, make_consumer
 from planr.loop import Batch, ConsumeLoop
@@ -42,6 +42,8 @@ from schemas.names import DEAD_LETTER
 log = structlog.get_logger(__name__)
 
 BAD_RECORD_NS = uuid.UUID("a3d0f4be-5d7c-4d67-8b0e-0f6e1d1c7b55")
+#: seconds a one-shot :meth:`TrackedConsumer.catch_up` waits for the brokers and its topics
+CATCH_UP_START_TIMEOUT = 15.0
 
 
 @dataclass
@@ -107,11 +109,9 @@ class TrackedConsumer(ConsumeLoop):
                 missing += 1
                 continue
             tps.extend(TopicPartition(topic, p) for p in sorted(parts))
-        if not tps:
-            raise PlanrError(f"{self.name}: none of its {len(self._topics)} topic(s) exist; "
-                             "run 'planr topics provision'")
-        if missing:
-            log.warning("store_consumer.topics_missing", consumer=self.name, missing=missing)
+        if missing:  # the service started before the provisioning: start() retries
+            raise TopicsMissingError(f"{self.name}: {missing} of its {len(self._topics)} "
+                                     "topic(s) do not exist; run 'planr topics provision'")
         stored = await self._db.load_offsets(self.name)
         self._consumer.assign(tps)
         fresh = []
@@ -207,12 +207,17 @@ class TrackedConsumer(ConsumeLoop):
         stats: ConsumerStats = await super().run(until_idle=until_idle)
         return stats
 
-    async def catch_up(self) -> ConsumerStats:
+    async def catch_up(self, *, start_timeout: float | None = CATCH_UP_START_TIMEOUT
+                       ) -> ConsumerStats:
         """Consume up to the end of every partition as of now, then return (``planr inbox``).
+        A one-shot use: if not started yet, :meth:`start` retries for ``start_timeout``
+        seconds at most (``None``: until stopped) while the brokers or the topics are missing.
 
         The end is the high watermark that fetch responses carry: Tansu answers ``ListOffsets``
         (``end_offsets``) with the base offset of the last record batch, short of the end.
         """
+        if not self.started:
+            self.start_timeout = start_timeout
         await self.start()
         end = await self._consumer.end_offsets(self._tps)
         empty_polls = 0

@@ -13,15 +13,18 @@ flight is finished and committed), stop. A subclass supplies:
   assigned), :meth:`ConsumeLoop._tick` (after every poll), :meth:`ConsumeLoop._begin` and
   :meth:`ConsumeLoop._end` (once, around the loop).
 
-Subclasses keep their Kafka consumer in ``self._consumer`` and their metrics in
-``self._metrics`` (whose ``runtime`` holds :class:`planr.telemetry.RuntimeMetrics`): the loop
-reports the consumer's lag and the broker's reachability from them (:mod:`planr.health`).
+Subclasses keep their connection in ``self._conn``, their Kafka consumer in ``self._consumer``
+and their metrics in ``self._metrics`` (whose ``runtime`` holds
+:class:`planr.telemetry.RuntimeMetrics`): the loop reports the consumer's lag and the
+broker's reachability from them (:mod:`planr.health`).
 
 Riding out the broker: :meth:`ConsumeLoop.start` retries, with exponential backoff, while the
-brokers cannot be reached (each failed attempt logged, the outage counted); once running, the
-Kafka clients retry by themselves, and a commit refused because the group rebalanced meanwhile
-(a broker that stalled past the session timeout) is logged and skipped: the batch's records
-come again, and every output downstream is deduplicated by its id.
+brokers cannot be reached or the service's topics do not exist yet (each failed attempt
+logged, an unreachable broker counted as an outage), until :meth:`ConsumeLoop.request_stop`
+or, when ``start_timeout`` is set (one-shot commands), until that many seconds have passed.
+Once running, the Kafka clients retry by themselves, and a commit refused because the group
+rebalanced meanwhile (a broker that stalled past the session timeout) is logged and skipped:
+the batch's records come again, and every output downstream is deduplicated by its id.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from typing import Any
 
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaConnectionError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError, KafkaError
 from prometheus_client import REGISTRY
 
+from planr.errors import TopicsMissingError
 from planr.health import Health
+from planr.kafka import KafkaConnection
 from planr.lifecycle import Service
 from planr.telemetry import RuntimeMetrics, runtime_metrics
 
@@ -54,7 +59,10 @@ class ConsumeLoop(Service):
     health_interval: float = 2.0
     #: first and longest wait between attempts to reach the brokers at start
     retry_backoff: tuple[float, float] = (0.5, 10.0)
+    #: seconds :meth:`start` keeps retrying (``None``: until :meth:`request_stop`)
+    start_timeout: float | None = None
     _consumer: Any
+    _conn: KafkaConnection
 
     def __init__(self) -> None:
         self._stop_requested = asyncio.Event()
@@ -106,18 +114,22 @@ class ConsumeLoop(Service):
         self._stop_requested.set()
 
     async def start(self) -> None:
-        """Start; while the brokers cannot be reached, log, count and retry with backoff
-        (until :meth:`request_stop`)."""
+        """Start; while the brokers cannot be reached or the topics do not exist yet, log and
+        retry with backoff (an unreachable broker counted as an outage), until
+        :meth:`request_stop` or ``start_timeout`` seconds."""
         delay, longest = self.retry_backoff
+        give_up = None if self.start_timeout is None else time.monotonic() + self.start_timeout
         while True:
             try:
                 await super().start()
-            except KafkaConnectionError as exc:
-                if self._stop_requested.is_set():
+            except (KafkaError, TopicsMissingError) as exc:
+                if not exc.retriable or self._stop_requested.is_set() or (
+                        give_up is not None and time.monotonic() + delay > give_up):
                     raise
-                self.health.mark(False, error=type(exc).__name__)
+                if isinstance(exc, KafkaConnectionError):
+                    self.health.mark(False, error=type(exc).__name__)
                 log.warning("service.start_retry", service=self.service_label,
-                            retry_in_s=delay)
+                            error=type(exc).__name__, retry_in_s=delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_requested.wait(), delay)
                 delay = min(delay * 2, longest)
@@ -139,11 +151,12 @@ class ConsumeLoop(Service):
         input once ready. Returns the service's statistics."""
         await self.start()
         await self._begin()
-        self.health.watch(self._consumer)
+        self.health.watch(self._conn)
         try:
             await self._loop(until_idle)
         finally:
-            await self.health.unwatch(self._consumer)
+            await self.health.unwatch()
+        await self.health.report_lag(self._consumer, force=True)
         await self._end()
         return self._result()
 
@@ -160,6 +173,7 @@ class ConsumeLoop(Service):
                     idle_since = now
                 elif now - idle_since >= until_idle:
                     break
+            await self.health.report_lag(self._consumer)
             await self._tick()
 
     def _result(self) -> Any:

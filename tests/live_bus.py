@@ -17,6 +17,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +56,32 @@ def scenario(n: int, seed: int) -> list[tuple[Agency, SignalIn]]:
 
 @dataclass
 class Expected:
-    """Offline: the event ids each watched recipient is entitled to, and the NTF facts."""
+    """Offline: the event ids each watched recipient is entitled to, the signals the NTF
+    counts, and its counts per (month of occurrence, arrondissement, phenomenon or "none")."""
 
     entitled: dict[str, set[str]]
     ntf_facts: int
+    ntf_cells: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     @classmethod
     def of(cls, setup: RoutingSetup, signals: list[tuple[Agency, SignalIn]]) -> Expected:
         watched = {FTF_DB, *(str(r) for r in INBOX_RECIPIENTS)}
         entitled: dict[str, set[str]] = {r: set() for r in watched}
         ntf = 0
+        cells: Counter[tuple[str, str, str]] = Counter()
         for agency, s in signals:
             facts = Facts.of(s.to_avro(agency))
             for d in setup.engine.decide(facts):
                 if not d.allowed:
                     continue
-                ntf += d.recipient.cls is RecipientClass.NTF
+                if d.recipient.cls is RecipientClass.NTF:
+                    ntf += 1
+                    month = s.occurred_at.astimezone(UTC).strftime("%Y-%m")
+                    for ph in sorted(facts.phenomena) or ["none"]:
+                        cells[(month, facts.arrondissement, ph)] += 1
                 if str(d.recipient) in watched:
                     entitled[str(d.recipient)].add(facts.event_id)
-        return cls(entitled, ntf)
+        return cls(entitled, ntf, cells)
 
 
 @dataclass
@@ -150,7 +158,8 @@ class Held:
     """What the stores hold: event ids per recipient, as lists (a repeat would show)."""
 
     events: dict[str, list[str]]
-    ntf_facts: int
+    ntf_facts: int  # facts the NTF aggregator took (once per event id)
+    ntf_cells: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def duplicates(self) -> dict[str, int]:
         return {r: n for r, ids in self.events.items()
@@ -174,8 +183,10 @@ def held(tmp: Path) -> Held:
     rows = _rows(tmp / "inboxes.db", "SELECT recipient, event_id FROM inbox_deliveries")
     for r in INBOX_RECIPIENTS:
         events[str(r)] = [e for rec, e in rows if rec == str(r)]
-    ntf = _rows(tmp / "ntf.db", "SELECT coalesce(sum(count), 0) FROM ntf_counts")
-    return Held(events, int(ntf[0][0]) if ntf else 0)
+    ntf = _rows(tmp / "ntf.db", "SELECT count(*) FROM ntf_events")
+    cells = Counter({(p, a, ph): int(n) for p, a, ph, n in _rows(
+        tmp / "ntf.db", "SELECT period, arrondissement, phenomenon, count FROM ntf_counts")})
+    return Held(events, int(ntf[0][0]) if ntf else 0, cells)
 
 
 async def until(done: Callable[[], bool], limit: float, what: str, bus: Bus | None = None
