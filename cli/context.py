@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
 import typer
+from prometheus_client import REGISTRY
 
 from cli.settings import Settings
 from consumers.ftf.governance import AccessConfig
@@ -18,8 +19,10 @@ from consumers.store import Database, sqlite_url
 from planr.errors import PlanrError, UsageError
 from planr.kafka import KafkaConnection
 from planr.signing import KeyRegistry, Signer
-from planr.telemetry import serve_metrics
+from planr.telemetry import runtime_metrics, serve_metrics, set_build_info
 from planr.topics import Topics
+from routing.policy import Policy
+from schemas.codec import SchemaStore
 
 T = TypeVar("T")
 Store = Literal["ftf", "inboxes", "ledger", "ntf", "jib"]
@@ -92,8 +95,16 @@ class Context:
                  code=2)
 
     def serve_metrics(self) -> None:
-        if self.settings.metrics_port is not None:
-            serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
+        """Serve /metrics (when PLANR_METRICS_PORT is set), with ``planr_build_info``."""
+        if self.settings.metrics_port is None:
+            return
+        try:
+            policy_version = Policy.load(self.settings.policy).version
+        except UsageError:  # the command that needs the policy says why
+            policy_version = "invalid"
+        set_build_info(runtime_metrics(REGISTRY), policy_version=policy_version,
+                       schemas=SchemaStore.default().digest())
+        serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
 
     def database(self, store: Store) -> Database:
         """The common database (``ftf``), the inboxes' store (``inboxes``), the router's

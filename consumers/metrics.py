@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import cache
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from planr.telemetry import LATENCY_BUCKETS, runtime_metrics
 
 
 class StoreMetrics:
@@ -66,6 +68,21 @@ class StoreMetrics:
         )
         self._ntf(registry)
         self._jib(registry)
+        self._runtime(registry)
+
+    def _runtime(self, registry: CollectorRegistry) -> None:
+        """Delivery -> applied latency, and the runtime metrics shared with Metrics."""
+        self.applied_latency = Histogram(
+            "planr_store_apply_latency_seconds",
+            "From a record's production (its broker timestamp) to its application in a store "
+            "consumer's database (the batch's commit), by consumer.",
+            ["consumer"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        rt = self.runtime = runtime_metrics(registry)  # shared with Metrics on one registry
+        self.consumer_lag, self.broker_connected = rt.consumer_lag, rt.broker_connected
+        self.broker_outages, self.build_info = rt.broker_outages, rt.build_info
 
     def _ntf(self, registry: CollectorRegistry) -> None:
         """The NTF statistics' metrics (consumers.ntf)."""

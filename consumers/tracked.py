@@ -15,6 +15,7 @@ is stored with the batch all the same.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from consumers.metrics import StoreMetrics
 from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
 from consumers.store import Database
 from consumers.store.tables import outbox as outbox_table
-from planr.errors import PlanrError
+from planr.errors import TopicsMissingError
 from planr.identity import CONFLICT, same_event
 from planr.kafka import KafkaConnection, make_consumer
 from planr.loop import Batch, ConsumeLoop
@@ -41,6 +42,8 @@ from schemas.names import DEAD_LETTER
 log = structlog.get_logger(__name__)
 
 BAD_RECORD_NS = uuid.UUID("a3d0f4be-5d7c-4d67-8b0e-0f6e1d1c7b55")
+#: seconds a one-shot :meth:`TrackedConsumer.catch_up` waits for the brokers and its topics
+CATCH_UP_START_TIMEOUT = 15.0
 
 
 @dataclass
@@ -86,8 +89,8 @@ class TrackedConsumer(ConsumeLoop):
 
     async def _open(self) -> None:
         self._consumer = make_consumer(self._conn, group_id=None, max_records=self._max_batch)
-        await self._consumer.start()
         try:
+            await self._consumer.start()
             await self._assign()
         except BaseException:
             await self._consumer.stop()
@@ -106,11 +109,9 @@ class TrackedConsumer(ConsumeLoop):
                 missing += 1
                 continue
             tps.extend(TopicPartition(topic, p) for p in sorted(parts))
-        if not tps:
-            raise PlanrError(f"{self.name}: none of its {len(self._topics)} topic(s) exist; "
-                             "run 'planr topics provision'")
-        if missing:
-            log.warning("store_consumer.topics_missing", consumer=self.name, missing=missing)
+        if missing:  # the service started before the provisioning: start() retries
+            raise TopicsMissingError(f"{self.name}: {missing} of its {len(self._topics)} "
+                                     "topic(s) do not exist; run 'planr topics provision'")
         stored = await self._db.load_offsets(self.name)
         self._consumer.assign(tps)
         fresh = []
@@ -181,7 +182,16 @@ class TrackedConsumer(ConsumeLoop):
         """Already committed with the outputs; then publish what the batch put in the outbox."""
         self.stats.batches += 1
         self.stats.records += sum(len(r) for r in batch.values())
+        self._observe_applied(batch)
         await self.after_commit()
+
+    def _observe_applied(self, batch: Batch) -> None:
+        """Delivery -> applied: each record's broker timestamp to now (its batch committed)."""
+        histogram = self._metrics.applied_latency.labels(self.name)
+        now_ms = time.time() * 1000
+        for records in batch.values():
+            for rec in records:
+                histogram.observe(max(0.0, (now_ms - rec.timestamp) / 1000))
 
     async def _begin(self) -> None:
         await self.after_commit()
@@ -197,12 +207,17 @@ class TrackedConsumer(ConsumeLoop):
         stats: ConsumerStats = await super().run(until_idle=until_idle)
         return stats
 
-    async def catch_up(self) -> ConsumerStats:
+    async def catch_up(self, *, start_timeout: float | None = CATCH_UP_START_TIMEOUT
+                       ) -> ConsumerStats:
         """Consume up to the end of every partition as of now, then return (``planr inbox``).
+        A one-shot use: if not started yet, :meth:`start` retries for ``start_timeout``
+        seconds at most (``None``: until stopped) while the brokers or the topics are missing.
 
         The end is the high watermark that fetch responses carry: Tansu answers ``ListOffsets``
         (``end_offsets``) with the base offset of the last record batch, short of the end.
         """
+        if not self.started:
+            self.start_timeout = start_timeout
         await self.start()
         end = await self._consumer.end_offsets(self._tps)
         empty_polls = 0

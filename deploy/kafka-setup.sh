@@ -21,7 +21,8 @@ sasl.mechanism=SCRAM-SHA-512
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${password}";
 PROPERTIES
 
-for user in planr-provisioner planr-router planr-aggregator planr-projector planr-inboxes; do
+for user in planr-provisioner planr-router planr-aggregator planr-projector planr-inboxes \
+    planr-jib; do
   secret=/run/secrets/kafka_${user//-/_}_password
   user_password=$(cat "$secret")
   if [[ ! $user_password =~ ^[A-Za-z0-9]{16,}$ ]]; then

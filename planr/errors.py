@@ -96,6 +96,14 @@ class TopicError(PlanrError, RuntimeError):
     reason = "topics"
 
 
+class TopicsMissingError(TopicError):
+    """Topics a service consumes do not exist (yet): ``planr topics provision`` creates them.
+    Retriable: a service started before the provisioning waits for them."""
+
+    reason = "topics_missing"
+    retriable = True
+
+
 class StoreError(PlanrError, RuntimeError):
     """The store (SQLite or PostgreSQL) is unreachable, or was used before ``start()``."""
 

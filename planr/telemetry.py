@@ -7,10 +7,13 @@ details) or key material.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import sys
+import threading
 from functools import cache
 from typing import Literal
+from weakref import WeakKeyDictionary
 
 import structlog
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -107,6 +110,16 @@ class Metrics:
             ["recipient_class", "rule"],
             registry=registry,
         )
+        rt = self.runtime = runtime_metrics(registry)
+        self.consumer_lag, self.broker_connected = rt.consumer_lag, rt.broker_connected
+        self.broker_outages, self.build_info = rt.broker_outages, rt.build_info
+
+
+class RuntimeMetrics:
+    """The state of a running service (lag, broker connection, build): one set per registry,
+    shared by :class:`Metrics` and the store consumers' metrics (see :func:`runtime_metrics`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.consumer_lag = Gauge(
             "planr_consumer_lag_records",
             "Records not yet consumed (high watermark minus position), by consumer group "
@@ -120,13 +133,42 @@ class Metrics:
             ["service"],
             registry=registry,
         )
+        self.broker_outages = Counter(
+            "planr_broker_outages",
+            "Times the service found the brokers unreachable (at start or while running).",
+            ["service"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             "planr_build_info",
-            "The planr-bus version and the policy version in force (value 1).",
-            ["version", "policy_version"],
+            "The planr-bus version, the policy version in force and a digest of the Avro "
+            "schemas' fingerprints (value 1).",
+            ["version", "policy_version", "schemas"],
             registry=registry,
         )
 
+
+_RUNTIME: WeakKeyDictionary[CollectorRegistry, RuntimeMetrics] = WeakKeyDictionary()
+_RUNTIME_LOCK = threading.Lock()
+
+
+def runtime_metrics(registry: CollectorRegistry) -> RuntimeMetrics:
+    """The runtime metrics of ``registry``, registered once however many holders ask."""
+    with _RUNTIME_LOCK:
+        found = _RUNTIME.get(registry)
+        if found is None:
+            found = _RUNTIME[registry] = RuntimeMetrics(registry)
+        return found
+
+
+def set_build_info(runtime: RuntimeMetrics, *, policy_version: str, schemas: str) -> None:
+    """Publish ``planr_build_info`` (one series, value 1) for this process."""
+    try:
+        version = importlib.metadata.version("planr-bus")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout
+        version = "unknown"
+    runtime.build_info.clear()
+    runtime.build_info.labels(version, policy_version, schemas).set(1)
 
 @cache
 def default_metrics() -> Metrics:

@@ -129,11 +129,14 @@ class Router(ConsumeLoop):
         self._producer = make_producer(self._conn)
         self._consumer = make_consumer(self._conn, *self._inputs, group_id=self._group_id,
                                        max_records=self._max_batch)
-        await self._producer.start()
-        try:
+        try:  # a failed start stops both clients (start() retries with fresh ones)
+            await self._producer.start()
             await self._consumer.start()
         except BaseException:
-            await self._producer.stop()
+            try:
+                await self._consumer.stop()
+            finally:
+                await self._producer.stop()
             raise
         log.info("router.started", policy_version=self._engine.version, topics=len(self._ingress))
 

@@ -9,6 +9,7 @@ its current reader schema, so producers and consumers can evolve independently.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Mapping
@@ -87,6 +88,12 @@ class SchemaStore:
 
     def names(self) -> Iterable[str]:
         return self._current.keys()
+
+    def digest(self) -> str:
+        """A short digest of every known schema's fingerprint (``planr_build_info``): two
+        processes with the same digest read and write the same schemas."""
+        joined = b"".join(sorted(self._by_fp))
+        return hashlib.sha256(joined).hexdigest()[:16]
 
 
 class Codec:

@@ -33,7 +33,8 @@ COMPOSE = ROOT / "compose.yaml"
 PROMETHEUS_CONFIG = ROOT / "monitoring" / "prometheus.yml"
 DASHBOARD_PROVIDER = ROOT / "monitoring" / "grafana" / "provisioning" / "dashboards" / "planr.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-LONG_RUNNING = {("route",), ("aggregate",), ("inboxes",), ("ftf", "project")}
+LONG_RUNNING = {("route",), ("aggregate",), ("inboxes",), ("ftf", "project"),
+                ("jib", "consensus")}
 
 
 def compose() -> dict[str, Any]:

@@ -4,6 +4,7 @@ apply nothing twice. The final database equals the one of an uninterrupted run."
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import signal
@@ -117,14 +118,14 @@ async def test_sigkill_loses_nothing_and_applies_nothing_twice(
             delays = [[rng.uniform(0.0, 0.15) for _ in range(KILLS)] for _ in sizes]
             for round_ in range(KILLS):
                 procs = [spawn(c, e, log) for c, e, log in zip(commands, envs, logs, strict=True)]
-                due: list[float | None] = [None, None]
+                due = [math.inf, math.inf]  # when each is to be killed, once its target passed
                 while any(p.poll() is None for p in procs):
                     for i, proc in enumerate(procs):
                         if proc.poll() is not None:
                             continue
-                        if due[i] is None and await stored(i) >= targets[i][round_]:
+                        if due[i] == math.inf and await stored(i) >= targets[i][round_]:
                             due[i] = time.monotonic() + delays[i][round_]
-                        if due[i] is not None and time.monotonic() >= due[i]:
+                        if time.monotonic() >= due[i]:
                             proc.send_signal(signal.SIGKILL)
                             proc.wait()
                             kills[i].append(await stored(i))
