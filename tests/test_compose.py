@@ -250,13 +250,13 @@ def test_the_topics_service_provisions_three_replicas_and_two_in_sync():
     assert int(env["PLANR_MIN_INSYNC_REPLICAS"]) == 2
 
 
-def test_three_kafka_nodes_and_two_routers():
+def test_three_kafka_nodes_and_two_router_replicas_of_two_workers_each():
     nodes = {name: s for name, s in services().items()
              if str(s.get("image", "")).startswith("apache/kafka:") and "NODE_ID" in environment(s)}
     assert sorted(environment(s)["NODE_ID"] for s in nodes.values()) == ["1", "2", "3"]
     assert len({environment(s)["CLUSTER_ID"] for s in nodes.values()}) == 1
     router = services()["router"]
-    assert [argv for _, argv in planr_runs(router)] == [["route"]]
+    assert [argv for _, argv in planr_runs(router)] == [["route", "--workers", "2"]]
     assert router["deploy"]["replicas"] == 2
 
 
