@@ -1,7 +1,8 @@
 """``make bench``: ``python -m benchmarks [NAME ...]`` prints each benchmark's figures.
 
-Names: ``decisions`` (need-to-know decisions per second), ``router`` (signals routed per
-second on the embedded broker), ``projector`` (common-database projection per second).
+Names: ``decisions`` (need-to-know decisions per second), ``signing`` (records signed and
+checked per second, one signature per record versus per chunk), ``router`` (signals routed
+per second on the embedded broker), ``projector`` (common-database projection per second).
 Without a name, every benchmark runs, the cheapest first.
 """
 
@@ -19,6 +20,12 @@ def _decisions() -> None:
     decisions.main()
 
 
+def _signing() -> None:
+    from benchmarks import signing  # noqa: PLC0415
+
+    signing.main()
+
+
 def _router() -> None:
     from benchmarks import router  # noqa: PLC0415
 
@@ -33,6 +40,7 @@ def _projector() -> None:
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "decisions": _decisions,
+    "signing": _signing,
     "router": _router,
     "projector": _projector,
 }
