@@ -1,7 +1,8 @@
 """``make bench``: ``python -m benchmarks [--quick] [--rounds N] [--signals N] [PART ...]``.
 
-Parts: ``decisions`` (need-to-know decisions per second, no broker), ``routers`` (the planr
-router, 1 and N processes, against the raw fan-out floor, a naive aiokafka + fastavro router
+Parts: ``decisions`` (need-to-know decisions per second, no broker), ``signing`` (records
+signed and checked per second, per record versus per chunk, no broker), ``routers`` (the
+planr router, 1 and N processes, against the raw fan-out floor, a naive aiokafka + fastavro router
 and the same in Quix Streams, interleaved rounds on one embedded broker and one input; then
 the latency at a fixed offered load), ``projector`` (:mod:`benchmarks.projector`) and
 ``inboxes`` (:mod:`benchmarks.inboxes`, when present). Without a part, all of them.
@@ -23,7 +24,7 @@ from typing import Any
 from benchmarks import suite
 from planr.telemetry import configure_logging
 
-PARTS = ("decisions", "routers", "projector", "inboxes")
+PARTS = ("decisions", "signing", "routers", "projector", "inboxes")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -70,6 +71,13 @@ def _decisions() -> dict[str, Any]:
     return {"printed": True}
 
 
+def _signing() -> dict[str, Any]:
+    from benchmarks import signing  # noqa: PLC0415 - import only what is asked for
+
+    signing.main()
+    return {"printed": True}
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
     configure_logging("console", "warning")  # figures, not the components' chatter
@@ -81,6 +89,8 @@ def main(argv: list[str]) -> int:
     emit: Callable[[str, Any], None] = results.__setitem__
     if "decisions" in parts:
         emit("decisions", _decisions())
+    if "signing" in parts:
+        emit("signing", _signing())
     if "routers" in parts:
         suite.routers(opts, emit)
     for part in ("projector", "inboxes"):

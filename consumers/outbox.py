@@ -10,9 +10,11 @@ no other.
 The JIB's consensus process writes its decisions, its deliveries (one topic per party: the
 row's key is the recipient) and its audit records the same way.
 
-With a signer, each message is signed as it is sent, with the key of the process that sends
-it (the projector's, the inbox service's, the aggregator's, or a consultation's ``projector``
-key). Services that share a store share its outbox table, so an outbox may be limited to some
+With a signer, the messages are signed as they are sent, in chunks of
+:data:`~planr.batching.CHUNK_RECORDS` (one signature per chunk, see
+:func:`planr.signing.sign_chunk`), with the key of the process that sends them (the
+projector's, the inbox service's, the aggregator's, or a consultation's ``projector`` key).
+Services that share a store share its outbox table, so an outbox may be limited to some
 kinds: the inbox service sends dead letters only, never what the common database decided.
 """
 
@@ -28,11 +30,12 @@ from sqlalchemy import select, update
 from consumers.metrics import StoreMetrics
 from consumers.store import Database
 from consumers.store.tables import outbox
+from planr.batching import CHUNK_RECORDS
 from planr.domain import Recipient, RecipientClass
 from planr.errors import DeliveryError
 from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
-from planr.signing import Signer, sign_headers
+from planr.signing import Signer, sign_chunk
 from planr.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -114,8 +117,8 @@ class Outbox(Service):
                 )).all()
             if not rows:
                 return total
-            futures = [await self._send(topic_of(self._topics, r.kind, r.message_key),
-                                        r.value, r.message_key.encode()) for r in rows]
+            futures = await self._send([(topic_of(self._topics, r.kind, r.message_key),
+                                         r.value, r.message_key.encode()) for r in rows])
             try:
                 for fut in futures:
                     await fut
@@ -131,6 +134,13 @@ class Outbox(Service):
             total += len(rows)
             log.debug("outbox.sent", count=len(rows))
 
-    async def _send(self, topic: str, value: bytes, key: bytes) -> Any:
-        headers = sign_headers(self._signer, topic, value) if self._signer is not None else None
-        return await self._producer.send(topic, value=value, key=key, headers=headers)
+    async def _send(self, messages: list[tuple[str, bytes, bytes]]) -> list[Any]:
+        """Hand ``(topic, value, key)`` messages to the producer in order, signed in chunks."""
+        signer = self._signer
+        headers: list[list[tuple[str, bytes]] | None] = [None] * len(messages)
+        if signer is not None:
+            headers = [h for i in range(0, len(messages), CHUNK_RECORDS)
+                       for h in sign_chunk(signer, [(topic, value) for topic, value, _ in
+                                                    messages[i : i + CHUNK_RECORDS]])]
+        return [await self._producer.send(topic, value=value, key=key, headers=h)
+                for (topic, value, key), h in zip(messages, headers, strict=True)]

@@ -7,34 +7,70 @@ Partitions are chosen like the Java client's default partitioner (murmur2 of the
 keyed records land where any other producer would put them; the hash is memoised because one
 signal yields many records with the same key.
 
-With a :class:`~planr.signing.Signer`, every record is signed once as it is added (its
-signature headers travel in the record batch).
+With a :class:`~planr.signing.Signer`, records wait in a chunk until :data:`CHUNK_RECORDS`
+are there (or :meth:`BatchSender.flush`); the chunk is then signed with one signature
+(:func:`~planr.signing.sign_chunk`: each record carries the root's signature and its proof)
+and its records are appended to their batches in the order they were added.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
-from planr.errors import DeliveryError
-from planr.signing import Signer, sign_headers
+from planr.errors import DeliveryError, UsageError
+from planr.signing import Signer, sign_chunk
+
+#: Records signed together: 64 leaves make a 6-step proof (198 bytes per record) for one
+#: Ed25519 signature per 64 records (see benchmarks/signing.py and docs/trust.md).
+CHUNK_RECORDS: Final = 64
+
+_M: Final = 0x5BD1E995
+_MASK: Final = 0xFFFFFFFF
+_WORDS: Final = struct.Struct("<I")
 
 
 @lru_cache(maxsize=65_536)
-def _hash(key: bytes) -> int:
-    return int(murmur2(key)) & 0x7FFFFFFF
+def partition_hash(key: bytes) -> int:
+    """The Java client's ``toPositive(Utils.murmur2(key))``: murmur2, seed 0x9747b28c, 32-bit
+    arithmetic, little-endian words, the sign bit cleared."""
+    length = len(key)
+    h = 0x9747B28C ^ length
+    end = length & ~3
+    for (word,) in _WORDS.iter_unpack(key[:end]):
+        k = (word * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ (((k ^ (k >> 24)) * _M) & _MASK)
+    tail = length & 3
+    if tail:
+        if tail == 3:
+            h ^= key[end + 2] << 16
+        if tail >= 2:
+            h ^= key[end + 1] << 8
+        h = ((h ^ key[end]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h & 0x7FFFFFFF
+
+
+_Pending = tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]] | None]
 
 
 class BatchSender:
     """Collects records for one unit of work; :meth:`flush` sends and awaits them all."""
 
-    def __init__(self, producer: AIOKafkaProducer, *, signer: Signer | None = None) -> None:
+    def __init__(self, producer: AIOKafkaProducer, *, signer: Signer | None = None,
+                 chunk: int = CHUNK_RECORDS) -> None:
+        if chunk < 1:
+            raise UsageError("chunk: at least one record")
         self._producer = producer
         self._signer = signer
+        self._chunk = chunk
+        self._pending: list[_Pending] = []
         self._partitions: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
         self._sent: list[asyncio.Future[Any]] = []
@@ -49,7 +85,7 @@ class BatchSender:
         if key is None:
             self._round_robin += 1
             return parts[self._round_robin % len(parts)]
-        return parts[_hash(key) % len(parts)]
+        return parts[partition_hash(key) % len(parts)]
 
     async def add(
         self,
@@ -58,10 +94,25 @@ class BatchSender:
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Add one record; with a signer, its signature headers follow ``headers``."""
-        if self._signer is not None:
-            headers = [*(headers or ()), *sign_headers(self._signer, topic, value)]
+        """Add one record; with a signer, its signature headers will follow ``headers``."""
         partition = await self._partition(topic, key)
+        self.records += 1
+        if self._signer is None:
+            await self._append(topic, partition, key, value, headers)
+            return
+        self._pending.append((topic, partition, key, value, headers))
+        if len(self._pending) >= self._chunk:
+            await self._sign_pending(self._signer)
+
+    async def _sign_pending(self, signer: Signer) -> None:
+        pending, self._pending = self._pending, []
+        signed = sign_chunk(signer, [(p[0], p[3]) for p in pending])
+        for (topic, partition, key, value, headers), signature in zip(pending, signed,
+                                                                      strict=True):
+            await self._append(topic, partition, key, value, [*(headers or ()), *signature])
+
+    async def _append(self, topic: str, partition: int, key: bytes | None, value: bytes,
+                      headers: list[tuple[str, bytes]] | None) -> None:
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:
@@ -71,18 +122,23 @@ class BatchSender:
             batch = self._open[slot] = self._producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise DeliveryError(f"a record for {topic} is larger than a whole batch")
-        self.records += 1
 
     async def flush(self) -> int:
-        """Send every open batch and wait until the broker acknowledged all records added
-        since the last flush; returns their number. Raises DeliveryError otherwise."""
-        for (topic, partition), batch in self._open.items():
-            if batch.record_count():
-                self._sent.append(await self._producer.send_batch(batch, topic,
-                                                                  partition=partition))
-        self._open.clear()
-        sent, self._sent = self._sent, []
+        """Sign what waits, send every open batch and wait until the broker acknowledged all
+        records added since the last flush; returns their number. Raises DeliveryError
+        otherwise."""
         count, self.records = self.records, 0
+        try:
+            if self._pending and self._signer is not None:
+                await self._sign_pending(self._signer)
+            for (topic, partition), batch in self._open.items():
+                if batch.record_count():
+                    self._sent.append(await self._producer.send_batch(batch, topic,
+                                                                      partition=partition))
+        finally:
+            self._pending.clear()
+            self._open.clear()
+            sent, self._sent = self._sent, []
         try:
             await asyncio.gather(*sent)
         except Exception as exc:

@@ -1,13 +1,27 @@
 """Signed records: Ed25519 signatures in Kafka record headers.
 
-A signed record carries two headers: ``planr-key-id`` (the UTF-8 key id) and ``planr-sig``
-(the raw 64-byte Ed25519 signature). Records carry key ids only, never key material. The
-signature covers a domain-separated message binding the topic, the key id and the value::
+A signed record carries ``planr-key-id`` (the UTF-8 key id) and ``planr-sig`` (a raw 64-byte
+Ed25519 signature). Records carry key ids only, never key material. Every record is bound
+to its topic, key id and value by its *record message*::
 
     b"planr-bus/v1\\x00" + topic + b"\\x00" + key_id + b"\\x00" + value
 
-so a signed value cannot be replayed on another topic, nor attributed to another key. Key
-ids and topic names cannot contain NUL, which keeps the encoding unambiguous.
+Key ids and topic names cannot contain NUL, which keeps the encoding unambiguous. A record
+comes in one of two forms:
+
+- **single**: no ``planr-proof`` header; ``planr-sig`` signs the record message itself.
+- **chunk**: a producer signs up to a few dozen records with one signature
+  (:func:`sign_chunk`). Each record message, salted, is a leaf of a hash tree
+  (:mod:`planr.merkle`); ``planr-sig`` signs the *root message*
+  ``b"planr-bus/v1/root\\x00" + key_id + b"\\x00" + root``, and ``planr-proof`` holds the
+  record's salt and its audit path to the root. The two domains differ at their 13th byte,
+  so a root signature can never pass for a single-record signature, nor the reverse. A
+  chunk of one record is signed in the single form.
+
+A reader recomputes the root from the record and its proof and checks the root signature;
+:class:`KeyRegistry` remembers the roots it verified (bounded, least recently used first),
+so one Ed25519 check serves a whole chunk. Only that cryptographic check is remembered: the
+key's validity and owner are checked for every record.
 
 A failed check raises :class:`SignatureError`: ``reason`` is always ``"unauthenticated"``
 (the dead-letter reason and metric label), ``detail_reason`` says why.
@@ -15,6 +29,7 @@ A failed check raises :class:`SignatureError`: ``reason`` is always ``"unauthent
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from planr import merkle
 from planr.errors import PlanrError, UsageError
 from planr.keyfiles import (
     KEY_ID_PATTERN,
@@ -41,8 +57,12 @@ from planr.keyfiles import (
 
 HEADER_KEY_ID: Final = "planr-key-id"
 HEADER_SIGNATURE: Final = "planr-sig"
+HEADER_PROOF: Final = "planr-proof"
 DOMAIN: Final = b"planr-bus/v1\x00"
+ROOT_DOMAIN: Final = b"planr-bus/v1/root\x00"
 SIGNATURE_BYTES: Final = 64
+#: How many verified (key id, root, signature) triples a registry remembers.
+VERIFIED_ROOTS: Final = 4096
 
 #: Key owners of the bus's own services; an agency's keys are owned by its agency id.
 ROUTER: Final = "router"
@@ -85,6 +105,14 @@ def signed_message(topic: str, key_id: str, value: bytes) -> bytes:
     return DOMAIN + topic.encode() + b"\x00" + key_id.encode() + b"\x00" + value
 
 
+def root_message(key_id: str, root: bytes) -> bytes:
+    """The exact bytes that are signed for the hash-tree ``root`` of a chunk under ``key_id``."""
+    if "\x00" in key_id or len(root) != merkle.HASH_BYTES:
+        raise UsageError(f"root message needs a key id without NUL and a "
+                         f"{merkle.HASH_BYTES}-byte root")
+    return ROOT_DOMAIN + key_id.encode() + b"\x00" + root
+
+
 class Signer:
     """An Ed25519 private key with its key id and owner (an agency id, or ``router``).
 
@@ -123,6 +151,10 @@ class Signer:
         """The 64-byte signature of ``value`` on ``topic``."""
         return self._key.sign(signed_message(topic, self.key_id, value))
 
+    def sign_root(self, root: bytes) -> bytes:
+        """The 64-byte signature of a chunk's hash-tree ``root``."""
+        return self._key.sign(root_message(self.key_id, root))
+
     def __repr__(self) -> str:
         return f"Signer(owner={self.owner!r}, key_id={self.key_id!r})"
 
@@ -140,6 +172,25 @@ def sign_headers(signer: Signer, topic: str, value: bytes) -> list[tuple[str, by
     ]
 
 
+def sign_chunk(
+    signer: Signer, records: Sequence[tuple[str, bytes]]
+) -> list[list[tuple[str, bytes]]]:
+    """The signature headers of each ``(topic, value)`` of a chunk, in order, with one
+    Ed25519 signature: each record gets the root's signature and its own ``planr-proof``.
+    A chunk of one record is signed in the single form (:func:`sign_headers`)."""
+    if len(records) == 1:
+        topic, value = records[0]
+        return [sign_headers(signer, topic, value)]
+    key_id = signer.key_id
+    salts = [merkle.new_salt() for _ in records]
+    root, paths = merkle.build([merkle.leaf_hash(salt, signed_message(topic, key_id, value))
+                                for salt, (topic, value) in zip(salts, records, strict=True)])
+    signature = signer.sign_root(root)
+    raw_id = key_id.encode()
+    return [[(HEADER_KEY_ID, raw_id), (HEADER_SIGNATURE, signature), (HEADER_PROOF, salt + path)]
+            for salt, path in zip(salts, paths, strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class _Key:
     entry: KeyEntry
@@ -147,9 +198,18 @@ class _Key:
 
 
 class KeyRegistry:
-    """The public keys of the bus, by key id; public key objects are built once and cached."""
+    """The public keys of the bus, by key id; public key objects are built once and cached.
 
-    def __init__(self, entries: Iterable[KeyEntry]) -> None:
+    It also remembers the last ``verified_roots`` chunk signatures it checked successfully
+    (key id, root, signature), so the other records of a chunk cost hashes only.
+    """
+
+    def __init__(self, entries: Iterable[KeyEntry], *,
+                 verified_roots: int = VERIFIED_ROOTS) -> None:
+        if verified_roots < 0:
+            raise UsageError("verified_roots: must not be negative")
+        self._verified: OrderedDict[tuple[str, bytes, bytes], None] = OrderedDict()
+        self._verified_max = verified_roots
         self._keys: dict[str, _Key] = {}
         for entry in entries:
             if entry.id in self._keys:
@@ -209,7 +269,7 @@ class KeyRegistry:
         """See :func:`verify_record`."""
         if at.tzinfo is None:
             raise UsageError("signature check needs a timezone-aware time")
-        key_id, signature = _signature_headers(headers)
+        key_id, signature, proof = _signature_headers(headers)
         key = self._keys.get(key_id)
         if key is None:
             raise SignatureError(
@@ -228,21 +288,63 @@ class KeyRegistry:
                 detail_reason="expired_key",
                 key_id=key_id,
             )
-        try:
-            key.public.verify(signature, signed_message(topic, key_id, value))
-        except InvalidSignature:
+        message = signed_message(topic, key_id, value)
+        if proof is None:
+            ok = _verifies(key.public, signature, message)
+        else:
+            ok = self._verify_root(key, key_id, signature, message, proof)
+        if not ok:
             raise SignatureError(
                 f"signature by key {key_id} does not verify",
                 detail_reason="bad_signature",
                 key_id=key_id,
-            ) from None
+            )
         return owner
 
+    def _verify_root(self, key: _Key, key_id: str, signature: bytes, message: bytes,
+                     proof: bytes) -> bool:
+        """Whether ``proof`` leads from the record ``message`` to a root that ``signature``
+        signs; a root verified before is taken from the cache (the cryptographic check
+        only)."""
+        parts = merkle.split_proof(proof)
+        root = None if parts is None else merkle.root_of(merkle.leaf_hash(parts[0], message),
+                                                         parts[1])
+        if root is None:
+            return False
+        seen = (key_id, root, signature)
+        if seen in self._verified:
+            self._verified.move_to_end(seen)
+            return True
+        if not _verifies(key.public, signature, root_message(key_id, root)):
+            return False
+        if self._verified_max:
+            self._verified[seen] = None
+            if len(self._verified) > self._verified_max:
+                self._verified.popitem(last=False)
+        return True
 
-def _signature_headers(headers: Headers | None) -> tuple[str, bytes]:
-    """The key id and signature of a record; unsigned / malformed headers raise."""
-    raw_ids = [v for k, v in headers or () if k == HEADER_KEY_ID]
-    sigs = [v for k, v in headers or () if k == HEADER_SIGNATURE]
+
+def _verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try:
+        public.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _signature_headers(headers: Headers | None) -> tuple[str, bytes, bytes | None]:
+    """The key id, signature and proof (``None``: single form) of a record; unsigned or
+    malformed headers raise."""
+    raw_ids: list[bytes | None] = []
+    sigs: list[bytes | None] = []
+    proofs: list[bytes | None] = []
+    for name, raw in headers or ():
+        if name == HEADER_KEY_ID:
+            raw_ids.append(raw)
+        elif name == HEADER_SIGNATURE:
+            sigs.append(raw)
+        elif name == HEADER_PROOF:
+            proofs.append(raw)
     if not raw_ids or not sigs or raw_ids[0] is None or sigs[0] is None:
         raise SignatureError("record is not signed", detail_reason="unsigned")
     if len(raw_ids) > 1 or len(sigs) > 1:
@@ -260,7 +362,10 @@ def _signature_headers(headers: Headers | None) -> tuple[str, bytes]:
             detail_reason="bad_signature",
             key_id=key_id,
         )
-    return key_id, sigs[0]
+    if len(proofs) > 1 or (proofs and proofs[0] is None):
+        raise SignatureError(f"record signed by key {key_id} has a malformed proof",
+                             detail_reason="bad_signature", key_id=key_id)
+    return key_id, sigs[0], proofs[0] if proofs else None
 
 
 def verify_record(
@@ -277,6 +382,7 @@ def verify_record(
     ``at`` (timezone-aware) is the time the key must be valid at; ``expected_owner``, when
     given, is the only acceptable owner (e.g. the agency of an ingress topic, or ``router``
     for deliveries). Raises :class:`SignatureError` otherwise. Cheap checks (headers, key
-    id, owner, validity) come before the signature check.
+    id, owner, validity) come before the signature check, for every record: for a record of
+    a chunk whose root the registry verified before, only the hashes are recomputed.
     """
     return registry.verify(topic, value, headers, at=at, expected_owner=expected_owner)

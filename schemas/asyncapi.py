@@ -28,7 +28,7 @@ import yaml
 
 from planr.acls import AclEntry, Operation, PatternType, ResourceType, cluster_acls
 from planr.kafka import SASL_MECHANISMS
-from planr.signing import HEADER_KEY_ID, HEADER_SIGNATURE
+from planr.signing import HEADER_KEY_ID, HEADER_PROOF, HEADER_SIGNATURE
 from planr.topics import Topics, partitions_for
 from schemas import AVRO_DIR, names
 from schemas.channels import Family, families
@@ -134,8 +134,13 @@ def _signature_headers() -> dict[str, Any]:
                        "(x-signed-by of the message).",
         "properties": {
             HEADER_KEY_ID: {"type": "string", "description": "Id of the signing key (UTF-8)."},
-            HEADER_SIGNATURE: {"type": "string", "description": "The raw 64-byte signature "
-                               "over the topic, the key id and the value."},
+            HEADER_SIGNATURE: {"type": "string", "description": "The raw 64-byte signature: "
+                               "without planr-proof, over the topic, the key id and the "
+                               "value; with it, over the key id and the root of the "
+                               "record's chunk."},
+            HEADER_PROOF: {"type": "string", "description": "Present on a record signed in a "
+                           "chunk: its audit path to the chunk's root, 33 bytes per level "
+                           "(a direction byte L or R, then the sibling's SHA-256)."},
         },
     }
 
