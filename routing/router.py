@@ -177,6 +177,7 @@ class Router(ConsumeLoop):
         for a in admitted:
             await self._apply(a, states, changed, emit)
         await emit.out.flush()  # DeliveryError: nothing saved or committed, batch redelivered
+        emit.finish()  # the batch's metrics, once its outputs are acknowledged
         await self._ledger.save(list(changed.values()), now)
         acked = datetime.now(UTC)
         for a in admitted:

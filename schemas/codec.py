@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from planr.errors import DecodeError, EncodeError, SchemaError, UnknownSchemaError
 from schemas import AVRO_DIR
+from schemas.avrowrite import compile_writer
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -32,6 +33,8 @@ class KnownSchema:
     fingerprint: bytes
     parsed: Any
     source: str
+    #: the compiled body writer (:mod:`schemas.avrowrite`), ``None`` when fastavro writes
+    write: Callable[[Mapping[str, Any]], bytes] | None = field(default=None, compare=False)
 
 
 def _fingerprint(parsed: Any) -> bytes:
@@ -67,7 +70,7 @@ class SchemaStore:
         if not isinstance(parsed, dict):
             raise SchemaError(f"{source}: only named record schemas can be registered")
         name = str(parsed["name"])
-        known = KnownSchema(name, _fingerprint(parsed), parsed, source)
+        known = KnownSchema(name, _fingerprint(parsed), parsed, source, compile_writer(parsed))
         self._by_fp[known.fingerprint] = known
         if current:
             self._current[name] = known
@@ -101,6 +104,11 @@ class Codec:
 
     @staticmethod
     def encode_with(known: KnownSchema, record: Mapping[str, Any]) -> bytes:
+        if known.write is not None:
+            try:
+                return MAGIC + known.fingerprint + known.write(record)
+            except Exception:  # noqa: BLE001, S110 - fastavro below accepts or rejects it
+                pass
         out = io.BytesIO()
         out.write(MAGIC)
         out.write(known.fingerprint)
