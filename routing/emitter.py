@@ -60,6 +60,7 @@ class Emitter:
         self._routed: Counter[str] = Counter()
         self._retracted: Counter[str] = Counter()
         self._dead: Counter[str] = Counter()
+        self._topic_of: dict[str, str] = {}  # recipient id -> its delivery topic
 
     async def route(self, signal: Mapping[str, Any], facts: Facts, *,
                     skip: Iterable[str] = (), ntf: bool = True) -> dict[str, str]:
@@ -112,8 +113,10 @@ class Emitter:
         record = envelope(d, event_id=event_id, version=version,
                           policy_version=self.engine.version, routed_at=self.now,
                           payload=payload, delivery=did)
-        await self.out.add(self.topics.delivery(d.recipient),
-                           self.codec.encode(DELIVERY, record), key)
+        topic = self._topic_of.get(d.recipient_id)
+        if topic is None:
+            topic = self._topic_of[d.recipient_id] = self.topics.delivery(d.recipient)
+        await self.out.add(topic, self.codec.encode(DELIVERY, record), key)
         self.stats.deliveries[d.recipient_id] += 1
 
     def finish(self) -> None:
@@ -167,7 +170,7 @@ class Emitter:
         occurred: datetime = signal["occurred_at"]
         return self.codec.encode(NTF_FACT, {
             "event_id": facts.event_id,
-            "period": occurred.strftime("%Y-%m"),
+            "period": f"{occurred.year:04d}-{occurred.month:02d}",  # strftime("%Y-%m")
             "arrondissement": facts.arrondissement,
             "phenomena": sorted(facts.phenomena),
             "policy_version": self.engine.version,
