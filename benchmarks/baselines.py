@@ -9,8 +9,9 @@
   output: verify the agency's signature (the project's ``verify_record``), decode with
   fastavro, decide with the project's policy engine (``Engine.decide``, the shipped policy),
   render each allowed view (the project's ``Views``), build and fastavro-encode each delivery,
-  NTF fact and audit record (one per candidate, as the router's audit contract has it), sign
-  each (``sign_headers``), ``send()`` it; await the acknowledgements; commit. No ledger.
+  NTF fact and the audit record (one per signal, as the router's audit contract has it), sign
+  the outputs of each signal as one chunk (``sign_chunk``, the planr record format), ``send()``
+  each; await the acknowledgements; commit. No ledger.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from benchmarks.workload import Workload, warm
 from planr.kafka import make_consumer, make_producer
-from planr.signing import ROUTER, sign_headers, verify_record
+from planr.signing import ROUTER, sign_chunk, verify_record
 from routing.engine import Facts
-from routing.outputs import audit, envelope
+from routing.outputs import audit, delivery_id, envelope
 from schemas.codec import HEADER_LEN, MAGIC, KnownSchema
 from schemas.names import DELIVERY, NTF_FACT, ROUTING_DECISION
 
@@ -151,7 +152,10 @@ class NaiveRouter:
         key = facts.event_id.encode()
         version = int(signal.get("version", 1))
         records: list[tuple[str, str, dict[str, Any]]] = []
-        for d in self.engine.decide(facts):
+        decisions = self.engine.decide(facts)
+        ids = [delivery_id(facts.event_id, d.recipient_id) if d.allowed else None
+               for d in decisions]
+        for d, did in zip(decisions, ids, strict=True):
             if d.allowed and d.view in self.views.aggregate_views:
                 occurred: datetime = signal["occurred_at"]
                 records.append((self.work.topics.ntf_facts, NTF_FACT, {
@@ -163,14 +167,16 @@ class NaiveRouter:
                 records.append((self.work.topics.delivery(d.recipient), DELIVERY, envelope(
                     d, event_id=facts.event_id, version=version,
                     policy_version=self.engine.version, routed_at=now,
-                    payload=self.views.render(d.view, signal))))
-            records.append((self.work.topics.audit, ROUTING_DECISION, audit(
-                d, event_id=facts.event_id, agency=facts.agency, version=version,
-                policy_version=self.engine.version, decided_at=now)))
+                    payload=self.views.render(d.view, signal), delivery=did)))
+        records.append((self.work.topics.audit, ROUTING_DECISION, audit(
+            decisions, ids, event_id=facts.event_id, agency=facts.agency, version=version,
+            policy_version=self.engine.version, decided_at=now)))
+        encoded_all = [(t, self._encode(self.out_schemas[schema], r)) for t, schema, r in records]
         out = []
-        for out_topic, schema, record in records:
-            encoded = self._encode(self.out_schemas[schema], record)
-            signed = sign_headers(self.signer, out_topic, encoded)
+        # the outputs of one signal signed as one chunk: the planr record format (signature
+        # and proof headers), one Ed25519 signature per signal
+        for (out_topic, encoded), signed in zip(encoded_all, sign_chunk(self.signer, encoded_all),
+                                               strict=True):
             self.sent += 1
             self.sent_bytes += len(encoded) + sum(len(k) + len(v) for k, v in signed)
             out.append((out_topic, key, encoded, signed))

@@ -8,7 +8,7 @@ Naming scheme (``<p>`` is the topic prefix, ``planr`` by default)::
     <p>.deliver.csilr.<REFNIS>
     <p>.deliver.ftf-db             the common-database projector's input
     <p>.deliver.ntf                aggregates for the National Taskforce
-    <p>.audit.routing              one RoutingDecision per (signal, candidate recipient)
+    <p>.audit.routing              one RoutingDecision per routed signal (every candidate)
     <p>.internal.ntf-facts         minimal facts the NTF aggregator counts
     <p>.deadletter                 records that could not be processed, with a reason
     <p>.ftf.removals, <p>.ftf.ocam-requests, <p>.audit.ftf-consultations

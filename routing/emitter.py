@@ -14,7 +14,7 @@ import structlog
 from aiokafka import ConsumerRecord
 
 from planr.batching import BatchSender
-from planr.domain import Recipient
+from planr.domain import Recipient, RecipientClass
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing.engine import Decision, Engine, Facts, agency_label
@@ -35,14 +35,18 @@ class RouterStats:
     deliveries: Counter[str] = field(default_factory=Counter)
     denials: Counter[str] = field(default_factory=Counter)
     retractions: Counter[str] = field(default_factory=Counter)
-    audits: int = 0
+    audits: int = 0  # decisions audited (one entry per candidate)
+    audit_records: int = 0  # audit records written (one per routed signal version)
     dead_letters: Counter[str] = field(default_factory=Counter)
     unchanged: Counter[str] = field(default_factory=Counter)  # duplicate, stale
     batches: int = 0
 
 
 class Emitter:
-    """The outputs of one batch. ``now`` is the batch's time (routed_at, decided_at)."""
+    """The outputs of one batch. ``now`` is the batch's time (routed_at, decided_at).
+
+    Metrics are counted here and applied once per batch, by :meth:`finish` (called once the
+    batch's outputs are acknowledged)."""
 
     def __init__(self, out: BatchSender, *, topics: Topics, codec: Codec, views: Views,
                  engine: Engine, metrics: Metrics, stats: RouterStats, now: datetime,
@@ -51,51 +55,85 @@ class Emitter:
         self.engine, self.metrics, self.stats, self.now = engine, metrics, stats, now
         self._counters = counters
         self._write_dead_letters = dead_letters  # false: counted only (a re-evaluation)
+        self._decided: Counter[tuple[RecipientClass, bool]] = Counter()
+        self._denied: Counter[tuple[RecipientClass, str]] = Counter()
+        self._routed: Counter[str] = Counter()
+        self._retracted: Counter[str] = Counter()
+        self._dead: Counter[str] = Counter()
+        self._topic_of: dict[str, str] = {}  # recipient id -> its delivery topic
 
     async def route(self, signal: Mapping[str, Any], facts: Facts, *,
                     skip: Iterable[str] = (), ntf: bool = True) -> dict[str, str]:
         """Decide every candidate of ``signal`` (a version of an event) and write its
-        deliveries, NTF fact and audit records; recipients in ``skip`` already hold this
-        very version and get nothing; ``ntf`` false writes no NTF fact (the NTF counts an
-        event once). Returns the allowed recipients with their delivery ids (the aggregate
-        recipient excluded)."""
+        deliveries, NTF fact and its audit record (one per signal, listing every
+        candidate's decision); recipients in ``skip`` already hold this very version and
+        get nothing; ``ntf`` false writes no NTF fact (the NTF counts an event once).
+        Returns the allowed recipients with their delivery ids (the aggregate recipient
+        excluded). Each view is rendered once per signal, whoever shares it."""
         version = int(signal.get("version", 1))
-        key = facts.event_id.encode()
+        event_id = facts.event_id
+        key = event_id.encode()
         allowed: dict[str, str] = {}
         unchanged = set(skip)
-        for d in self.engine.decide(facts):
-            rid = str(d.recipient)
-            if d.allowed:
-                await self._deliver(d, signal, facts, version, key,
-                                    send=rid not in unchanged, ntf=ntf)
-                if d.view not in self.views.aggregate_views:
-                    allowed[rid] = delivery_id(facts.event_id, d.recipient)
-            else:
-                self.stats.denials[d.recipient.cls.value] += 1
-            record = audit(d, event_id=facts.event_id, agency=facts.agency, version=version,
-                           policy_version=self.engine.version, decided_at=self.now)
-            await self.out.add(self.topics.audit, self.codec.encode(ROUTING_DECISION, record),
-                               key)
-            self.stats.audits += 1
-            self._decision_counter(d.recipient.cls.value, d.allowed).inc()
+        decisions = self.engine.decide(facts)
+        ids: list[str | None] = []
+        payloads: dict[str, bytes] = {}
+        for d in decisions:
+            cls_ = d.recipient.cls
+            self._decided[cls_, d.allowed] += 1
+            if not d.allowed:
+                ids.append(None)
+                self.stats.denials[cls_.value] += 1
+                self._denied[cls_, d.rule] += 1
+                continue
+            did = delivery_id(event_id, d.recipient_id)
+            ids.append(did)
+            if d.view in self.views.aggregate_views:
+                if ntf:
+                    await self.out.add(self.topics.ntf_facts, self._ntf_fact(signal, facts), key)
+                continue
+            allowed[d.recipient_id] = did
+            if d.recipient_id not in unchanged:
+                payload = payloads.get(d.view)
+                if payload is None:
+                    payload = payloads[d.view] = self.views.render(d.view, signal)
+                await self._deliver(d, did, event_id=event_id, version=version, key=key,
+                                    payload=payload)
+        record = audit(decisions, ids, event_id=event_id, agency=facts.agency, version=version,
+                       policy_version=self.engine.version, decided_at=self.now)
+        await self.out.add(self.topics.audit, self.codec.encode(ROUTING_DECISION, record), key)
+        self.stats.audits += len(decisions)
+        self.stats.audit_records += 1
         self.stats.signals += 1
-        self.metrics.signals_routed.labels(agency_label(facts.agency)).inc()
+        self._routed[agency_label(facts.agency)] += 1
         return allowed
 
-    async def _deliver(self, d: Decision, signal: Mapping[str, Any], facts: Facts,
-                       version: int, key: bytes, *, send: bool, ntf: bool) -> None:
-        if d.view in self.views.aggregate_views:
-            if ntf:
-                await self.out.add(self.topics.ntf_facts, self._ntf_fact(signal, facts), key)
-            return
-        if not send:
-            return
-        record = envelope(d, event_id=facts.event_id, version=version,
+    async def _deliver(self, d: Decision, did: str, *, event_id: str, version: int,
+                       key: bytes, payload: bytes) -> None:
+        record = envelope(d, event_id=event_id, version=version,
                           policy_version=self.engine.version, routed_at=self.now,
-                          payload=self.views.render(d.view, signal))
-        await self.out.add(self.topics.delivery(d.recipient),
-                           self.codec.encode(DELIVERY, record), key)
-        self.stats.deliveries[str(d.recipient)] += 1
+                          payload=payload, delivery=did)
+        topic = self._topic_of.get(d.recipient_id)
+        if topic is None:
+            topic = self._topic_of[d.recipient_id] = self.topics.delivery(d.recipient)
+        await self.out.add(topic, self.codec.encode(DELIVERY, record), key)
+        self.stats.deliveries[d.recipient_id] += 1
+
+    def finish(self) -> None:
+        """Apply the batch's counts to the metrics, once (decisions by class and outcome,
+        denials by class and deciding rule, signals routed, retractions, dead letters)."""
+        for (cls_, ok), n in self._decided.items():
+            self._decision_counter(cls_.value, ok).inc(n)
+        for (cls_, rule), n in self._denied.items():
+            self.metrics.denials.labels(cls_.value, rule).inc(n)
+        for agency, n in self._routed.items():
+            self.metrics.signals_routed.labels(agency).inc(n)
+        for reason, n in self._retracted.items():
+            self.metrics.retractions.labels(reason).inc(n)
+        for reason, n in self._dead.items():
+            self.metrics.dead_letters.labels(reason).inc(n)
+        for tally in (self._decided, self._denied, self._routed, self._retracted, self._dead):
+            tally.clear()
 
     async def retract(self, holdings: Iterable[Holding], *, event_id: str, version: int,
                       reason: str) -> None:
@@ -108,7 +146,7 @@ class Emitter:
             await self.out.add(self.topics.delivery(Recipient.parse(h.recipient)),
                                self.codec.encode(RETRACTION, record), key)
             self.stats.retractions[reason] += 1
-            self.metrics.retractions.labels(reason).inc()
+            self._retracted[reason] += 1
 
     async def dead_letter(self, rec: ConsumerRecord, reason: str, detail: str) -> None:
         self.stats.dead_letters[reason] += 1
@@ -117,7 +155,7 @@ class Emitter:
         record = dead_letter_record(rec, reason, detail)
         await self.out.add(self.topics.dead_letter, self.codec.encode(DEAD_LETTER, record),
                            record["original_key"])  # None when too large to copy
-        self.metrics.dead_letters.labels(reason).inc()
+        self._dead[reason] += 1
         log.warning("router.dead_letter", reason=reason, topic=rec.topic,
                     partition=rec.partition, offset=rec.offset)
 
@@ -132,7 +170,7 @@ class Emitter:
         occurred: datetime = signal["occurred_at"]
         return self.codec.encode(NTF_FACT, {
             "event_id": facts.event_id,
-            "period": occurred.strftime("%Y-%m"),
+            "period": f"{occurred.year:04d}-{occurred.month:02d}",  # strftime("%Y-%m")
             "arrondissement": facts.arrondissement,
             "phenomena": sorted(facts.phenomena),
             "policy_version": self.engine.version,

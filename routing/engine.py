@@ -10,7 +10,7 @@ one, or all of the class, plus any recipient the owner named), and for each cand
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,16 @@ from planr.domain import (
     tlp_from_avro,
 )
 from planr.errors import InvalidSignalError, UsageError
-from routing.policy import Conditions, Policy, Remit, Rule
+from routing.policy import Policy, Remit
+from routing.predicates import (
+    CompiledRule,
+    _compile_conditions,
+    _compile_targets,
+    _in_remit,
+    _recipient_predicates,
+    _same_arrondissement,
+    _signal_only,
+)
 
 DEFAULT_DENY = "default-deny"
 
@@ -112,133 +121,7 @@ class Decision:
     rule: str
     rules: tuple[str, ...]
     view: str
-
-
-Predicate = Callable[[Facts, Recipient], bool]
-
-
-def _in_remit(remit: Remit, f: Facts) -> bool:
-    return bool(
-        f.phenomena.intersection(remit.phenomena)
-        or f.domains.intersection(remit.domains)
-        or f.statuses.intersection(remit.statuses)
-    )
-
-
-def _compile_conditions(c: Conditions, remits: Mapping[str, Remit]) -> list[Predicate]:
-    """One predicate per given condition (the vocabulary: docs/policy.md)."""
-    return [*_marking_predicates(c), *_signal_predicates(c), *_recipient_predicates(c, remits)]
-
-
-def _marking_predicates(c: Conditions) -> list[Predicate]:
-    """The owner's markings: classification, handling, TLP, grading, local sharing."""
-    preds: list[Predicate] = []
-    if c.classification_at_most is not None:
-        top = c.classification_at_most.rank
-        preds.append(lambda f, r: f.classification <= top)
-    if c.classification_above is not None:
-        floor = c.classification_above.rank
-        preds.append(lambda f, r: f.classification > floor)
-    if c.handling is not None:
-        handling = frozenset(h.value for h in c.handling)
-        preds.append(lambda f, r: f.handling in handling)
-    if c.tlp is not None:
-        tlps = frozenset(t.value for t in c.tlp)
-        preds.append(lambda f, r: f.tlp in tlps)
-    if c.reliability is not None:
-        rel = frozenset(x.value for x in c.reliability)
-        preds.append(lambda f, r: f.reliability in rel)
-    if c.accuracy_at_most is not None:
-        acc = c.accuracy_at_most
-        preds.append(lambda f, r: f.accuracy <= acc)
-    if c.local_sharing is not None:
-        flag = c.local_sharing
-        preds.append(lambda f, r: f.local_sharing is flag)
-    return preds
-
-
-def _signal_predicates(c: Conditions) -> list[Predicate]:
-    """What the signal is about, where, from whom, and whether it carries OCAM's decision."""
-    preds: list[Predicate] = []
-    if c.subject_kind is not None:
-        kinds = frozenset(k.value for k in c.subject_kind)
-        preds.append(lambda f, r: f.kind in kinds)
-    if c.statuses_any is not None:
-        st = frozenset(s.value for s in c.statuses_any)
-        preds.append(lambda f, r: not f.statuses.isdisjoint(st))
-    if c.phenomena_any is not None:
-        ph = frozenset(p.value for p in c.phenomena_any)
-        preds.append(lambda f, r: not f.phenomena.isdisjoint(ph))
-    if c.domains_any is not None:
-        dom = frozenset(d.value for d in c.domains_any)
-        preds.append(lambda f, r: not f.domains.isdisjoint(dom))
-    if c.agency is not None:
-        ag = frozenset(a.value for a in c.agency)
-        preds.append(lambda f, r: f.agency in ag)
-    if c.ocam_decision is not None:
-        decided = c.ocam_decision
-        preds.append(lambda f, r: f.ocam_decision is decided)
-    if c.location_arrondissement is not None:
-        arrs = frozenset(c.location_arrondissement)
-        preds.append(lambda f, r: f.arrondissement in arrs)
-    if c.location_municipality is not None:
-        muns = frozenset(c.location_municipality)
-        preds.append(lambda f, r: f.municipality in muns)
-    if c.location_kind is not None:
-        places = frozenset(c.location_kind)
-        preds.append(lambda f, r: f.location_kind in places)
-    return preds
-
-
-def _recipient_predicates(c: Conditions, remits: Mapping[str, Remit]) -> list[Predicate]:
-    """Conditions on the recipient too: its territory, its remit, whether it was named."""
-    preds: list[Predicate] = []
-    if c.territory == "arrondissement":
-        preds.append(_same_arrondissement)
-    elif c.territory == "municipality":
-        preds.append(lambda f, r: r.cls is RecipientClass.CSILR and r.key == f.municipality)
-    if c.remit is not None:
-        want = c.remit
-        preds.append(
-            lambda f, r: (
-                r.cls is RecipientClass.WG and r.key is not None and _in_remit(remits[r.key], f)
-            )
-            is want
-        )
-    if c.named is not None:
-        named = c.named
-        preds.append(lambda f, r: (str(r) in f.named) is named)
-    return preds
-
-
-def _same_arrondissement(f: Facts, r: Recipient) -> bool:
-    if r.cls is RecipientClass.TFL:
-        return r.key == f.arrondissement
-    if r.cls is RecipientClass.CSILR and r.key is not None:
-        return territory.arrondissement_of(r.key) == f.arrondissement
-    return False
-
-
-def _compile_targets(rule: Rule) -> Callable[[Recipient], bool]:
-    def matcher(items: list[str]) -> Callable[[Recipient], bool]:
-        classes = frozenset(i for i in items if ":" not in i and i in set(RecipientClass))
-        ids = frozenset(items) - classes
-        return lambda r: r.cls.value in classes or str(r) in ids
-
-    include = matcher(rule.recipients) if rule.recipients is not None else (lambda r: True)
-    exclude = matcher(rule.except_) if rule.except_ else (lambda r: False)
-    return lambda r: include(r) and not exclude(r)
-
-
-@dataclass(frozen=True)
-class CompiledRule:
-    id: str
-    forbid: bool
-    applies_to: Callable[[Recipient], bool]
-    conditions: tuple[Predicate, ...]
-
-    def matches(self, f: Facts, r: Recipient) -> bool:
-        return self.applies_to(r) and all(p(f, r) for p in self.conditions)
+    recipient_id: str  # ``str(recipient)``, computed once
 
 
 class Engine:
@@ -255,6 +138,8 @@ class Engine:
                 rule.effect == "forbid",
                 _compile_targets(rule),
                 tuple(_compile_conditions(rule.when, remits)),
+                tuple(_signal_only(rule.when)),
+                tuple(_recipient_predicates(rule.when, remits)),
             )
             for rule in doc.rules
         ]
@@ -265,6 +150,9 @@ class Engine:
             by_class[r.cls].append(r)
         self._all_of = {c: tuple(v) for c, v in by_class.items()}
         self._scope = {c: doc.classes[c].candidates for c in RecipientClass}
+        self._slots: dict[str, _Slot] = {}
+        self._by_class = {c: tuple(self._slot(r) for r in v) for c, v in self._all_of.items()}
+        self._remit_index = {c: _remit_index(self._by_class[c], remits) for c in RecipientClass}
 
     @property
     def version(self) -> str:
@@ -306,15 +194,102 @@ class Engine:
                 (forbids if rule.forbid else permits).append(rule.id)
         view = self._views[r.cls]
         if forbids:
-            return Decision(r, False, forbids[0], tuple(forbids), view)
+            return Decision(r, False, forbids[0], tuple(forbids), view, str(r))
         if permits:
-            return Decision(r, True, permits[0], tuple(permits), view)
-        return Decision(r, False, DEFAULT_DENY, (DEFAULT_DENY,), view)
+            return Decision(r, True, permits[0], tuple(permits), view, str(r))
+        return Decision(r, False, DEFAULT_DENY, (DEFAULT_DENY,), view, str(r))
 
-    def decide(self, f: Facts) -> list[Decision]:
-        return [self.decide_one(f, r) for r in self.candidates(f)]
+    def decide(self, f: Facts) -> tuple[Decision, ...]:
+        """Every candidate's decision, in :meth:`candidates` order: the same decisions as
+        :meth:`decide_one` per candidate, with each rule's signal-only conditions evaluated
+        once per signal (not once per candidate) and the candidates found through
+        precomputed indexes."""
+        signal_ok: dict[int, bool] = {}
+        out: list[Decision] = []
+        for slot in self._candidate_slots(f):
+            r = slot.recipient
+            forbids: list[str] = []
+            permits: list[str] = []
+            for i, rule in slot.rules:
+                ok = signal_ok.get(i)
+                if ok is None:
+                    ok = signal_ok[i] = all(p(f, r) for p in rule.signal_conditions)
+                if ok and all(p(f, r) for p in rule.recipient_conditions):
+                    (forbids if rule.forbid else permits).append(rule.id)
+            if forbids:
+                out.append(Decision(r, False, forbids[0], tuple(forbids), slot.view, slot.id))
+            elif permits:
+                out.append(Decision(r, True, permits[0], tuple(permits), slot.view, slot.id))
+            else:
+                out.append(Decision(r, False, DEFAULT_DENY, (DEFAULT_DENY,), slot.view,
+                                    slot.id))
+        return tuple(out)
+
+    def _slot(self, r: Recipient) -> _Slot:
+        rid = str(r)
+        slot = self._slots.get(rid)
+        if slot is None:
+            rules = tuple((i, x) for i, x in enumerate(self._rules) if x.applies_to(r))
+            slot = self._slots[rid] = _Slot(r, rid, rules, self._views[r.cls])
+        return slot
+
+    def _candidate_slots(self, f: Facts) -> list[_Slot]:
+        """:meth:`candidates`, as precomputed slots."""
+        out: list[_Slot] = []
+        for cls_, scope in self._scope.items():
+            if scope == "all":
+                out.extend(self._by_class[cls_])
+            elif scope == "arrondissement" and cls_ is RecipientClass.TFL:
+                out.append(self._slots.get(f"tfl:{f.arrondissement}")
+                           or self._slot(Recipient(cls_, f.arrondissement)))
+            elif scope == "municipality" and cls_ is RecipientClass.CSILR:
+                out.append(self._slots.get(f"csilr:{f.municipality}")
+                           or self._slot(Recipient(cls_, f.municipality)))
+            elif scope == "remit":
+                index, hit = self._remit_index[cls_], set[int]()
+                for kind, values in (("p", f.phenomena), ("d", f.domains), ("s", f.statuses)):
+                    for v in values:
+                        hit.update(index.get((kind, v), ()))
+                slots = self._by_class[cls_]
+                out.extend(slots[i] for i in sorted(hit))
+            elif scope == "arrondissement":
+                out.extend(s for s in self._by_class[cls_]
+                           if _same_arrondissement(f, s.recipient))
+        if f.named:
+            seen = {s.id for s in out}
+            out.extend(self._slot(Recipient.parse(rid)) for rid in sorted(f.named - seen))
+        return out
+
+
+def _remit_index(slots: tuple[_Slot, ...],
+                 remits: Mapping[str, Remit]) -> dict[tuple[str, str], list[int]]:
+    """For a class's recipients (in order): each phenomenon, domain or status, the positions of
+    the recipients whose remit names it (what ``candidates: remit`` selects by)."""
+    index: dict[tuple[str, str], list[int]] = {}
+    for i, s in enumerate(slots):
+        remit = remits.get(s.recipient.key or "")
+        if remit is not None:
+            tags = {*(("p", str(v)) for v in remit.phenomena),
+                    *(("d", str(v)) for v in remit.domains),
+                    *(("s", str(v)) for v in remit.statuses)}
+            for tag in tags:
+                index.setdefault(tag, []).append(i)
+    return index
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A recipient with what deciding for it needs: its id, the rules that apply, its view."""
+
+    recipient: Recipient
+    id: str
+    rules: tuple[tuple[int, CompiledRule], ...]
+    view: str
+
+
+_AGENCIES = frozenset(a.value for a in Agency)
 
 
 def agency_label(agency: str) -> str:
     """A metric-safe agency label (an enum value, or 'unknown')."""
-    return agency if agency in {a.value for a in Agency} else "unknown"
+    return agency if agency in _AGENCIES else "unknown"

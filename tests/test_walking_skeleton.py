@@ -21,6 +21,7 @@ from routing.router import Router
 from routing.setup import RoutingSetup
 from scenarios.builders import SECRET_SUMMARY, make_signal, publish_all
 from scenarios.keys import KeyRing
+from schemas.audit import candidate_decisions
 from schemas.codec import Codec
 from schemas.models import SignalIn
 from schemas.names import DEAD_LETTER, DELIVERY, ROUTING_DECISION, SIGNAL
@@ -113,10 +114,13 @@ async def test_each_tfl_receives_exactly_its_signals_and_every_decision_is_audit
             payload = routing_setup.views.decode("tfl", d["payload"])
             assert payload["event_id"] == d["event_id"]
 
-    audits = [codec.decode(r.value, ROUTING_DECISION)
-              async for r in read_topic(conn, topics.audit)]
+    records = [codec.decode(r.value, ROUTING_DECISION)
+               async for r in read_topic(conn, topics.audit)]
+    assert Counter(a["event_id"] for a in records) == Counter(
+        str(s.event_id) for _, s in signals), "one audit record per signal"
+    audits = [row for a in records for row in candidate_decisions(a)]
     pairs = Counter((a["event_id"], a["recipient"]) for a in audits)
-    assert all(n == 1 for n in pairs.values()), "one audit record per (signal, recipient)"
+    assert all(n == 1 for n in pairs.values()), "one audit entry per (signal, recipient)"
     for _, s in signals:
         candidates = routing_setup.engine.candidates(
             Facts.of(s.to_avro(Agency.VSSE))
