@@ -7,10 +7,13 @@ Partitions are chosen like the Java client's default partitioner (murmur2 of the
 keyed records land where any other producer would put them; the hash is memoised because one
 signal yields many records with the same key.
 
-With a :class:`~planr.signing.Signer`, records wait in a chunk until :data:`CHUNK_RECORDS`
-are there (or :meth:`BatchSender.flush`); the chunk is then signed with one signature
-(:func:`~planr.signing.sign_chunk`: each record carries the root's signature and its proof)
-and its records are appended to their batches in the order they were added.
+With a :class:`~planr.signing.Signer`, records wait in a chunk of their topic until
+:data:`CHUNK_RECORDS` are there (or :meth:`BatchSender.flush`); the chunk is then signed with
+one signature (:func:`~planr.signing.sign_chunk`: each record carries the root's signature and
+its proof) and its records are appended to their batches in the order they were added. A
+chunk holds the records of one topic only: a reader of a topic (a recipient, the projector)
+sees whole chunks, so it checks one signature per chunk, and the sibling hashes in a proof are
+of records the same reader receives.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class BatchSender:
         self._producer = producer
         self._signer = signer
         self._chunk = chunk
-        self._pending: list[_Pending] = []
+        self._pending: dict[str, list[_Pending]] = {}  # per topic
         self._partitions: dict[str, list[int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
         self._sent: list[asyncio.Future[Any]] = []
@@ -100,12 +103,15 @@ class BatchSender:
         if self._signer is None:
             await self._append(topic, partition, key, value, headers)
             return
-        self._pending.append((topic, partition, key, value, headers))
-        if len(self._pending) >= self._chunk:
-            await self._sign_pending(self._signer)
+        pending = self._pending.get(topic)
+        if pending is None:
+            pending = self._pending[topic] = []
+        pending.append((topic, partition, key, value, headers))
+        if len(pending) >= self._chunk:
+            del self._pending[topic]
+            await self._sign(self._signer, pending)
 
-    async def _sign_pending(self, signer: Signer) -> None:
-        pending, self._pending = self._pending, []
+    async def _sign(self, signer: Signer, pending: list[_Pending]) -> None:
         signed = sign_chunk(signer, [(p[0], p[3]) for p in pending])
         for (topic, partition, key, value, headers), signature in zip(pending, signed,
                                                                       strict=True):
@@ -129,8 +135,10 @@ class BatchSender:
         otherwise."""
         count, self.records = self.records, 0
         try:
-            if self._pending and self._signer is not None:
-                await self._sign_pending(self._signer)
+            if self._signer is not None:
+                pending, self._pending = self._pending, {}
+                for chunk in pending.values():
+                    await self._sign(self._signer, chunk)
             for (topic, partition), batch in self._open.items():
                 if batch.record_count():
                     self._sent.append(await self._producer.send_batch(batch, topic,

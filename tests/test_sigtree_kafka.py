@@ -44,7 +44,7 @@ def ed25519_checks(monkeypatch):
     monkeypatch.setattr(planr.signing, "_verifies", counting)
     return calls
 
-async def test_batch_sender_signs_in_chunks_and_every_record_reads_back_verified(
+async def test_batch_sender_signs_per_topic_chunks_and_every_record_reads_back_verified(
     conn: KafkaConnection, topics: Topics, keys: KeyRing, ed25519_checks: list[bytes]
 ):
     ingress, audit = topics.ingress(Agency.VSSE), topics.audit  # 3 partitions each
@@ -75,9 +75,15 @@ async def test_batch_sender_signs_in_chunks_and_every_record_reads_back_verified
         assert verify_record(registry, rec.topic, rec.value, rec.headers, at=datetime.now(UTC),
                              expected_owner=Agency.VSSE.value) == Agency.VSSE.value
         assert {k for k, _ in rec.headers} == {"trace", "planr-key-id", "planr-sig", "planr-proof"}
-    chunks = -(-150 // CHUNK_RECORDS)
+    per_topic = {ingress: 100, audit: 50}  # i % 3 decides the topic
+    chunks = sum(-(-n // CHUNK_RECORDS) for n in per_topic.values())
     assert len({dict(r.headers)["planr-sig"] for r in got}) == chunks
     assert len(ed25519_checks) == chunks
+    # a chunk holds one topic's records: its reader sees whole chunks, only its own records
+    topics_of: dict[bytes, set[str]] = {}
+    for rec in got:
+        topics_of.setdefault(dict(rec.headers)["planr-sig"], set()).add(rec.topic)
+    assert all(len(t) == 1 for t in topics_of.values())
     for part in {(r.topic, r.partition) for r in got}:  # the order of adding, per partition
         numbers = [int(r.value[7:]) for r in got if (r.topic, r.partition) == part]
         assert numbers == sorted(numbers)
