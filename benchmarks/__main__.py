@@ -1,7 +1,8 @@
 """``make bench``: ``python -m benchmarks [NAME ...]`` prints each benchmark's figures.
 
 Names: ``decisions`` (need-to-know decisions per second), ``router`` (signals routed per
-second on the embedded broker), ``projector`` (common-database projection per second).
+second on the embedded broker), ``projector`` (common-database projection per second),
+``inboxes`` (deliveries stored in the durable inboxes per second).
 Without a name, every benchmark runs, the cheapest first.
 """
 
@@ -31,10 +32,17 @@ def _projector() -> None:
     projector.run()
 
 
+def _inboxes() -> None:
+    from benchmarks import inboxes  # noqa: PLC0415
+
+    inboxes.run()
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "decisions": _decisions,
     "router": _router,
     "projector": _projector,
+    "inboxes": _inboxes,
 }
 
 
