@@ -5,7 +5,7 @@ signed and checked per second, per record versus per chunk, no broker), ``router
 planr router, 1 and N processes, against the raw fan-out floor, a naive aiokafka + fastavro router
 and the same in Quix Streams, interleaved rounds on one embedded broker and one input; then
 the latency at a fixed offered load), ``projector`` (:mod:`benchmarks.projector`) and
-``inboxes`` (:mod:`benchmarks.inboxes`, when present). Without a part, all of them.
+``inboxes`` (:mod:`benchmarks.inboxes`). Without a part, all of them.
 Every figure is also written as JSON (``--json``, default ``bench-results.json``).
 See docs/benchmarks.md.
 """

@@ -9,6 +9,10 @@ offsets: one transaction per batch of 2000).
 
 PostgreSQL is measured when ``PLANR_BENCH_PG_URL`` (or ``PLANR_TEST_PG_URL``) names a server
 (any database on it: the benchmark creates and drops its own).
+
+Besides events per second, each store reports the share of the run spent verifying the
+records' signatures (``<store>_verify_share``) and the rate the rest of the projector would
+reach with verification free (``<store>_without_verify``): verification is per record today.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import make_url, text
@@ -33,6 +39,7 @@ from consumers.store import Database, normalize_url, sqlite_url
 from planr.broker import EmbeddedBroker
 from planr.domain import Recipient, RecipientClass
 from planr.kafka import KafkaConnection, make_producer
+from planr.loop import Batch
 from planr.signing import ROUTER, KeyRegistry
 from planr.topics import Topics, provision
 from routing import DEFAULT_POLICY
@@ -51,19 +58,44 @@ async def _produce(conn: KafkaConnection, topic: str, values: list[SignedValue])
         await producer.stop()
 
 
+class _Timed:
+    """Mixed into a consumer: the time spent verifying signatures (``_authentic``)."""
+
+    verify_seconds = 0.0
+
+    def _authentic(self, batch: Batch, dead: list[dict[str, Any]]) -> Batch:
+        started = time.perf_counter()
+        try:
+            out: Batch = super()._authentic(batch, dead)  # type: ignore[misc]
+        finally:
+            self.verify_seconds += time.perf_counter() - started
+        return out
+
+
+class _TimedProjector(_Timed, Projector):
+    pass
+
+
+def figures(store: str, records: int, elapsed: float, verify: float) -> dict[str, float]:
+    """Records per second, the verification share, and the rate without verification."""
+    return {store: records / elapsed, f"{store}_verify_share": verify / elapsed,
+            f"{store}_without_verify": records / max(elapsed - verify, 1e-9)}
+
+
 async def _project(conn: KafkaConnection, topics: Topics, url: str, events: int,
-                   registry: KeyRegistry) -> float:
+                   registry: KeyRegistry, *, store: str) -> dict[str, float]:
     setup = prepare(DEFAULT_POLICY)
     async with Database(url) as db:
-        projector = Projector(conn=conn, db=db, topics=topics, codec=setup.codec,
-                              access=AccessConfig.load(DEFAULT_ACCESS_FILE),
-                              metrics=StoreMetrics(CollectorRegistry()), registry=registry)
+        projector = _TimedProjector(
+            conn=conn, db=db, topics=topics, codec=setup.codec,
+            access=AccessConfig.load(DEFAULT_ACCESS_FILE),
+            metrics=StoreMetrics(CollectorRegistry()), registry=registry)
         async with projector:
             started = time.perf_counter()
             await projector.catch_up()
             elapsed = time.perf_counter() - started
         assert projector.stats.records == events, projector.stats
-    return events / elapsed
+    return figures(store, events, elapsed, projector.verify_seconds)
 
 
 async def _pg_database(admin_url: str, name: str, *, drop: bool) -> str:
@@ -80,11 +112,25 @@ async def _pg_database(admin_url: str, name: str, *, drop: bool) -> str:
     return admin.set(database=name).render_as_string(hide_password=False)
 
 
+async def on_stores(pg_url: str | None, tmp: Path,
+                    measure: Callable[[str, str], Awaitable[dict[str, float]]]
+                    ) -> dict[str, float]:
+    """``measure(store, url)`` on a fresh SQLite file, then on a fresh PostgreSQL database."""
+    results = await measure("sqlite", sqlite_url(tmp))
+    if pg_url:
+        name = f"planr_bench_{uuid.uuid4().hex[:8]}"
+        url = await _pg_database(pg_url, name, drop=False)
+        try:
+            results.update(await measure("postgresql", url))
+        finally:
+            await _pg_database(pg_url, name, drop=True)
+    return results
+
+
 async def bench(events: int = 50_000, pg_url: str | None = None) -> dict[str, float]:
-    """Events per second, per store."""
+    """Events per second per store (and the verification figures, see the module doc)."""
     setup = prepare(DEFAULT_POLICY)
     values = [ftf_delivery(setup, s) for s in ftf_history(random.Random(7), events)]
-    results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         keys = throwaway_keys(Path(tmp) / "keys", [ROUTER])
         async with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
@@ -93,28 +139,32 @@ async def bench(events: int = 50_000, pg_url: str | None = None) -> dict[str, fl
             topic = topics.delivery(Recipient(RecipientClass.FTF_DB))
             await provision(conn, topics, [topic])
             await _produce(conn, topic, signed(keys.signer(ROUTER), topic, values))
-            results["sqlite"] = await _project(conn, topics, sqlite_url(Path(tmp)), events,
-                                               keys.registry)
-            if pg_url:
-                name = f"planr_bench_{uuid.uuid4().hex[:8]}"
-                url = await _pg_database(pg_url, name, drop=False)
-                try:
-                    results["postgresql"] = await _project(conn, topics, url, events,
-                                                           keys.registry)
-                finally:
-                    await _pg_database(pg_url, name, drop=True)
+            return await on_stores(
+                pg_url, Path(tmp),
+                lambda store, url: _project(conn, topics, url, events, keys.registry, store=store))
+
+
+def bench_pg_url() -> str | None:
+    return os.environ.get("PLANR_BENCH_PG_URL") or os.environ.get("PLANR_TEST_PG_URL")
+
+
+def report(title: str, unit: str, results: dict[str, float]) -> None:
+    print(title)
+    for store in ("sqlite", "postgresql"):
+        if store not in results:
+            print(f"  {store:<12} (not measured: set PLANR_BENCH_PG_URL)")
+            continue
+        print(f"  {store:<12} {results[store]:>10,.0f} {unit}/s  (verification "
+              f"{results[store + '_verify_share']:.0%} of the time; without it "
+              f"{results[store + '_without_verify']:,.0f}/s)")
+
+
+def run(events: int = 50_000) -> dict[str, float]:
+    """Measure, print and return the figures (what ``make bench`` calls)."""
+    results = asyncio.run(bench(events, bench_pg_url()))
+    report(f"projector throughput, {events} ftf-db deliveries from embedded Tansu:", "events",
+           results)
     return results
-
-
-def run(events: int = 50_000) -> None:
-    """Print the figures (what ``make bench`` calls)."""
-    pg_url = os.environ.get("PLANR_BENCH_PG_URL") or os.environ.get("PLANR_TEST_PG_URL")
-    results = asyncio.run(bench(events, pg_url))
-    print(f"projector throughput, {events} ftf-db deliveries from embedded Tansu:")
-    for store, rate in results.items():
-        print(f"  {store:<12} {rate:>10,.0f} events/s")
-    if "postgresql" not in results:
-        print("  postgresql   (not measured: set PLANR_BENCH_PG_URL)")
 
 
 if __name__ == "__main__":

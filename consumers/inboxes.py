@@ -11,6 +11,7 @@ Avro) and decoded again when read, so old deliveries stay readable as the view s
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -75,6 +76,7 @@ class InboxService(TrackedConsumer):
         arrivals = self._decode(batch, dead)
         kept = await self._kept(conn, [row["delivery_id"] for _, row, _ in arrivals])
         changed: dict[str, dict[str, Any]] = {}
+        duplicates = 0
         for rec, row, retraction in arrivals:
             did = row["delivery_id"]
             action = merge(kept.get(did), version=row["version"],
@@ -85,13 +87,16 @@ class InboxService(TrackedConsumer):
             elif action is Action.CONFLICT:
                 self.dead_letter(dead, rec, CONFLICT, "delivery id already stored otherwise")
             else:  # a replay, or an older version arriving late: nothing to change
-                self.stats.duplicates += 1
-                self._metrics.duplicates.labels(self.name).inc()
+                duplicates += 1
+        if duplicates:  # metrics once per batch, not once per record
+            self.stats.duplicates += duplicates
+            self._metrics.duplicates.labels(self.name).inc(duplicates)
         if changed:
             await conn.execute(self._db.upsert(inbox_deliveries, ["delivery_id"]),
                                list(changed.values()))
-            for r in changed.values():
-                self._metrics.inbox_stored.labels(r["recipient"].split(":")[0]).inc()
+            classes = Counter(r["recipient"].split(":")[0] for r in changed.values())
+            for cls, n in classes.items():
+                self._metrics.inbox_stored.labels(cls).inc(n)
             self.stored += len(changed)
         if dead:
             await conn.execute(self._db.insert_ignore(outbox), dead)

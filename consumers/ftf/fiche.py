@@ -16,7 +16,7 @@ from __future__ import annotations
 import calendar
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -74,9 +74,16 @@ class Fiche:
     review_due: datetime | None = None
 
     def row(self) -> dict[str, Any]:
-        data = asdict(self)
+        # a shallow copy of the fields (every value is immutable); asdict() deep-copies each
+        data = dict(vars(self))
         data["statuses"] = join_labels(self.statuses)
         return data
+
+    def copy(self) -> Fiche:
+        """A shallow copy (fields are immutable values): cheaper than ``dataclasses.replace``."""
+        twin = object.__new__(Fiche)
+        twin.__dict__.update(vars(self))
+        return twin
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Fiche:
@@ -152,7 +159,7 @@ def apply(fiche: Fiche | None, view: Mapping[str, Any], mode: AccessMode) -> Out
     subject = view["subject"]
     decision = _ocam_fields(view) if view["agency"] == MANAGER.value else {}
     f = (
-        replace(fiche)
+        fiche.copy()
         if fiche is not None
         else Fiche(subject["id"], subject["kind"], PROPOSED, frozenset(), occurred, occurred,
                    event_id)

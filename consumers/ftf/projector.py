@@ -32,6 +32,7 @@ records, outbox messages and next input offsets are written in one database tran
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,16 +173,19 @@ class Projector(TrackedConsumer):
             await self._rebuild(conn, plan, out_rows)
         if plan.audits:
             await conn.execute(db.insert_ignore(governance_audit), plan.audits)
-            for audit in plan.audits:
-                self._metrics.ftf_governance.labels(audit["reason"]).inc()
+            for reason, n in Counter(a["reason"] for a in plan.audits).items():
+                self._metrics.ftf_governance.labels(reason).inc(n)
         if out_rows:
             await conn.execute(db.insert_ignore(outbox_table), out_rows)
 
     def _plan(self, arrivals: list[Arrival], taken: dict[str, Taken],
               dead: list[dict[str, Any]]) -> Plan:
         """Judge each arrival in order against what was taken of its event (and what this
-        batch took before it)."""
+        batch took before it). Metrics are counted per batch, not per arrival."""
         plan = Plan()
+        modes: dict[str, AccessMode] = {}  # by agency: one lookup per batch
+        outcomes: Counter[tuple[str, str]] = Counter()
+        duplicates = 0
         for a in arrivals:
             before = taken.get(a.event_id)
             fingerprint = fingerprint_of(a)
@@ -190,14 +194,19 @@ class Projector(TrackedConsumer):
                 self.dead_letter(dead, a.rec, CONFLICT, "id already stored with other content")
                 continue
             if action is not Action.STORE:  # a replay, or an older version arriving late
-                self.stats.duplicates += 1
-                self._metrics.duplicates.labels(self.name).inc()
+                duplicates += 1
                 continue
-            mode = self._access.mode(a.agency) if a.view is not None else AccessMode.NONE
-            taken[a.event_id] = plan.take(a, before, fingerprint, mode)
+            mode = AccessMode.NONE if a.view is None else modes.get(a.agency)
+            if mode is None:
+                mode = modes[a.agency] = self._access.mode(a.agency)
+            now = taken[a.event_id] = plan.take(a, before, fingerprint, mode)
             outcome = RETRACTED if a.retraction else (APPLIED if mode.feeds else FEED_DENIED)
-            self._metrics.ftf_events.labels(taken[a.event_id].agency or "unknown",
-                                            outcome).inc()
+            outcomes[now.agency or "unknown", outcome] += 1
+        if duplicates:
+            self.stats.duplicates += duplicates
+            self._metrics.duplicates.labels(self.name).inc(duplicates)
+        for labels, n in outcomes.items():
+            self._metrics.ftf_events.labels(*labels).inc(n)
         return plan
 
     async def _apply_fresh(self, conn: AsyncConnection, fresh: list[tuple[Arrival, AccessMode]],
