@@ -19,7 +19,7 @@ from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing.engine import Decision, Engine, Facts, agency_label
 from routing.lifecycle import Holding
-from routing.outputs import audit, delivery_id, envelope, retraction
+from routing.outputs import audit, delivery_id, envelope, epoch_micros, retraction
 from routing.views import Views
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
@@ -53,6 +53,7 @@ class Emitter:
                  counters: dict[tuple[str, bool], Any], dead_letters: bool = True) -> None:
         self.out, self.topics, self.codec, self.views = out, topics, codec, views
         self.engine, self.metrics, self.stats, self.now = engine, metrics, stats, now
+        self._stamp = epoch_micros(now)  # converted once for every record of the batch
         self._counters = counters
         self._write_dead_letters = dead_letters  # false: counted only (a re-evaluation)
         self._decided: Counter[tuple[RecipientClass, bool]] = Counter()
@@ -100,7 +101,7 @@ class Emitter:
                 await self._deliver(d, did, event_id=event_id, version=version, key=key,
                                     payload=payload)
         record = audit(decisions, ids, event_id=event_id, agency=facts.agency, version=version,
-                       policy_version=self.engine.version, decided_at=self.now)
+                       policy_version=self.engine.version, decided_at=self._stamp)
         await self.out.add(self.topics.audit, self.codec.encode(ROUTING_DECISION, record), key)
         self.stats.audits += len(decisions)
         self.stats.audit_records += 1
@@ -111,7 +112,7 @@ class Emitter:
     async def _deliver(self, d: Decision, did: str, *, event_id: str, version: int,
                        key: bytes, payload: bytes) -> None:
         record = envelope(d, event_id=event_id, version=version,
-                          policy_version=self.engine.version, routed_at=self.now,
+                          policy_version=self.engine.version, routed_at=self._stamp,
                           payload=payload, delivery=did)
         topic = self._topic_of.get(d.recipient_id)
         if topic is None:
@@ -142,7 +143,7 @@ class Emitter:
         for h in holdings:
             record = retraction(delivery=h.delivery_id, event_id=event_id,
                                 recipient=h.recipient, version=version, reason=reason,
-                                policy_version=self.engine.version, at=self.now)
+                                policy_version=self.engine.version, at=self._stamp)
             await self.out.add(self.topics.delivery(Recipient.parse(h.recipient)),
                                self.codec.encode(RETRACTION, record), key)
             self.stats.retractions[reason] += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from planr.domain import Recipient
@@ -26,6 +26,19 @@ RETRACTION_NS = uuid.UUID("2a9d1f47-8c3e-4b61-9e05-7d4c2b1a0f38")
 #: the variant nibble (RFC 4122: binary 10xx) for each hex digit of the hash
 _VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 _HASHED_NS: dict[uuid.UUID, Any] = {}
+
+#: A time as the records carry it: an aware datetime, or microseconds since the Unix epoch
+#: (what Avro's ``timestamp-micros`` stores; the router converts its batch time once).
+Stamp = datetime | int
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def epoch_micros(at: datetime) -> int:
+    """``at`` (timezone-aware) in microseconds since the Unix epoch."""
+    if at.tzinfo is None:
+        raise ValueError("a record's time must be timezone-aware")
+    return (at - _EPOCH) // _MICRO
 
 
 def uuid5_str(namespace: uuid.UUID, name: str) -> str:
@@ -50,7 +63,7 @@ def retraction_id(delivery: str, version: int, reason: str) -> str:
 
 
 def envelope(d: Decision, *, event_id: str, version: int, policy_version: str,
-             routed_at: datetime, payload: bytes, delivery: str | None = None) -> dict[str, Any]:
+             routed_at: Stamp, payload: bytes, delivery: str | None = None) -> dict[str, Any]:
     """The ``Delivery`` of one allowed decision (``delivery``: its id, when already known)."""
     return {
         "delivery_id": delivery or delivery_id(event_id, d.recipient_id),
@@ -67,7 +80,7 @@ def envelope(d: Decision, *, event_id: str, version: int, policy_version: str,
 
 
 def retraction(*, delivery: str, event_id: str, recipient: str, version: int, reason: str,
-               policy_version: str, at: datetime) -> dict[str, Any]:
+               policy_version: str, at: Stamp) -> dict[str, Any]:
     """The ``Retraction`` that takes back every version up to ``version`` of a delivery."""
     return {
         "retraction_id": retraction_id(delivery, version, reason),
@@ -83,7 +96,7 @@ def retraction(*, delivery: str, event_id: str, recipient: str, version: int, re
 
 def audit(decisions: Sequence[Decision], delivery_ids: Sequence[str | None], *,
           event_id: str, agency: str, version: int, policy_version: str,
-          decided_at: datetime) -> dict[str, Any]:
+          decided_at: Stamp) -> dict[str, Any]:
     """The ``RoutingDecision`` of one signal: every candidate's decision (recipient, outcome,
     deciding and matching rules, view, the delivery id of an allowed one), ids and labels
     only. ``delivery_ids`` holds, per decision, its delivery id (``None`` when denied)."""

@@ -5,10 +5,11 @@ reads records of every writer version."""
 
 from __future__ import annotations
 
+import calendar
 import io
 import random
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from routing.outputs import (
     DELIVERY_NS,
     RETRACTION_NS,
     delivery_id,
+    epoch_micros,
     retraction_id,
     uuid5_str,
 )
@@ -99,3 +101,16 @@ def test_a_per_signal_audit_record_reads_as_one_row_per_candidate(codec: Codec):
     shared = {"event_id": "e", "agency": "ocam", "version": 2, "policy_version": "p",
               "decided_at": NOW}
     assert candidate_decisions(record) == [{**shared, **e} for e in entries]
+
+
+@pytest.mark.parametrize("at", [NOW, datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+                                NOW.astimezone(timezone(timedelta(hours=-5)))])
+def test_a_batch_time_converted_once_encodes_as_the_datetime_itself(codec: Codec, at: datetime):
+    base = {"event_id": "e", "agency": "vsse", "version": 1, "policy_version": "v",
+            "decisions": []}
+    stamp = epoch_micros(at)
+    assert stamp == calendar.timegm(at.utctimetuple()) * 1_000_000 + at.microsecond
+    assert codec.encode(ROUTING_DECISION, {**base, "decided_at": stamp}) == codec.encode(
+        ROUTING_DECISION, {**base, "decided_at": at})
+    with pytest.raises(ValueError, match="timezone-aware"):
+        epoch_micros(at.replace(tzinfo=None))
