@@ -8,6 +8,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from planr.telemetry import LATENCY_BUCKETS, runtime_metrics
 
+#: A consultation is one database transaction: milliseconds, seconds when the store is slow.
+CONSULTATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
 
 class StoreMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -68,6 +71,7 @@ class StoreMetrics:
         )
         self._ntf(registry)
         self._jib(registry)
+        self._domain(registry)
         self._runtime(registry)
 
     def _runtime(self, registry: CollectorRegistry) -> None:
@@ -130,6 +134,42 @@ class StoreMetrics:
             "planr_jib_consultations",
             "Consultations of the JIB, by verb and answer class.",
             ["verb", "answer_class"],
+            registry=registry,
+        )
+
+    def _domain(self, registry: CollectorRegistry) -> None:
+        """The domain gauges (refreshed by the services every few seconds, by one aggregate
+        query) and the consultation times. Labels are states, verbs and answer classes only."""
+        self.ftf_fiches = Gauge(
+            "planr_ftf_fiches",
+            "Fiches of the common database, by state (proposed, included, removed).",
+            ["state"],
+            registry=registry,
+        )
+        self.ftf_ocam_pending = Gauge(
+            "planr_ftf_ocam_pending",
+            "What waits for OCAM's decision: proposed fiches (fiche) and forwarded "
+            "consultations not yet answered (request).",
+            ["kind"],
+            registry=registry,
+        )
+        self.jib_open = Gauge(
+            "planr_jib_proposals_open", "JIB proposals not yet decided.", registry=registry
+        )
+        self.ftf_consult_seconds = Histogram(
+            "planr_ftf_consultation_seconds",
+            "Time to answer a consultation of the common database (and a use of OCAM's "
+            "worklist), its logging included, by verb and answer class.",
+            ["verb", "answer_class"],
+            buckets=CONSULTATION_BUCKETS,
+            registry=registry,
+        )
+        self.jib_consult_seconds = Histogram(
+            "planr_jib_consultation_seconds",
+            "Time to answer a consultation of the JIB, its logging included, by verb and "
+            "answer class.",
+            ["verb", "answer_class"],
+            buckets=CONSULTATION_BUCKETS,
             registry=registry,
         )
 

@@ -12,9 +12,10 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from consumers.jib.consensus import JibConsensus
+from consumers.jib.consult import JibConsultations
 from consumers.jib.panels import DEFAULT_PANELS_FILE, Panels
 from consumers.jib.tables import jib_decisions
 from consumers.metrics import StoreMetrics
@@ -133,3 +134,45 @@ async def test_the_expiry_gauge_counts_open_proposals_due_within_a_day(tmp_path,
         registry = CollectorRegistry()
         await feed(consensus(db, codec, keys, registry), signed(codec, keys, steps), 10)
     assert registry.get_sample_value("planr_jib_proposals_expiring") == 1
+
+
+async def test_the_open_gauge_counts_the_undecided_proposals_the_store_holds(
+    tmp_path, codec, keys
+):
+    now = datetime.now(UTC)
+    p1 = proposal("tfl:brussel", "brussel", "P-1", "insert", at=now, deadline=now + 2 * H)
+    p2 = proposal("tfl:brussel", "brussel", "P-2", "insert", at=now, deadline=now + 50 * H)
+    p3 = proposal("vsse", "brussel", "P-3", "insert", at=now, deadline=now + H)
+    steps = [("tfl:brussel", JIB_PROPOSAL, p1), ("tfl:brussel", JIB_PROPOSAL, p2),
+             ("vsse", JIB_PROPOSAL, p3),
+             ("ocam", JIB_VOTE, vote(p3["proposal_id"], "ocam", "object", now))]
+    async with Database(sqlite_url(tmp_path, "jib.db")) as db:
+        registry = CollectorRegistry()
+        await feed(consensus(db, codec, keys, registry), signed(codec, keys, steps), 10)
+        async with db.engine.connect() as c:
+            undecided = await c.scalar(text(
+                "SELECT COUNT(*) FROM jib_proposals WHERE outcome IS NULL"))
+    assert undecided == 2  # P-3 was rejected by ocam's objection
+    assert registry.get_sample_value("planr_jib_proposals_open") == undecided
+    assert registry.get_sample_value("planr_jib_proposals_expiring") == 1
+
+
+async def test_each_jib_consultation_observes_one_time_sample_by_verb_and_answer_class(
+    tmp_path, codec, keys
+):
+    p = proposal("tfl:brussel", "brussel", "P-1", "insert", at=T0, deadline=T0 + 9 * H)
+    async with Database(sqlite_url(tmp_path, "jib.db")) as db:
+        await feed(consensus(db, codec, keys), signed(codec, keys, [
+            ("tfl:brussel", JIB_PROPOSAL, p)]), 1)
+        registry = CollectorRegistry()
+        answers = JibConsultations(db=db, codec=codec, metrics=StoreMetrics(registry))
+        await answers.show("tfl:brussel", p["proposal_id"], T0)  # the proposer
+        await answers.show("tfl:liege", p["proposal_id"], T0)  # not a participant
+        await answers.members("tfl:brussel", T0)
+    counts = {tuple(sorted(s.labels.items())): s.value for family in registry.collect()
+              for s in family.samples if s.name == "planr_jib_consultation_seconds_count"}
+    assert counts == {
+        (("answer_class", "proposal"), ("verb", "show")): 1,
+        (("answer_class", "no_access"), ("verb", "show")): 1,
+        (("answer_class", "members"), ("verb", "members")): 1,
+    }

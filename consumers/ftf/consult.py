@@ -13,6 +13,7 @@ consultation audit topic, in one transaction, before the answer is given.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class Consultations:
     async def show(
         self, service: Agency, subject_id: str, purpose: str, now: datetime
     ) -> Answer:
+        started = time.perf_counter()
         mode = self._access.mode(service)
         cid = str(uuid.uuid4())
         async with self._db.transaction() as conn:
@@ -119,6 +121,7 @@ class Consultations:
             answer = Answer(cid, "show", subject_id, cls, tuple(found))
             await self._log(conn, answer, service=service, mode=mode, query="",
                             purpose=purpose, now=now)
+        observe_consultation(self._metrics, "show", cls, started)
         return answer
 
     async def list(
@@ -130,6 +133,7 @@ class Consultations:
         status: str | None = None,
         arrondissement: str | None = None,
     ) -> Answer:
+        started = time.perf_counter()
         mode = self._access.mode(service)
         cid = str(uuid.uuid4())
         query = ";".join(f"{k}={v}" for k, v in
@@ -154,6 +158,7 @@ class Consultations:
             answer = Answer(cid, "list", None, cls, tuple(found))
             await self._log(conn, answer, service=service, mode=mode, query=query,
                             purpose=purpose, now=now)
+        observe_consultation(self._metrics, "list", cls, started)
         return answer
 
     async def _included(self, conn: AsyncConnection, subject_id: str) -> bool:
@@ -198,6 +203,14 @@ async def record_consultation(
                        codec.encode(FTF_CONSULTATION, row), row["consulted_at"])
     await conn.execute(outbox.insert(), [audit, *messages])
     metrics.ftf_consultations.labels(row["access_mode"], row["verb"]).inc()
+
+
+def observe_consultation(metrics: StoreMetrics, verb: str, answer_class: str,
+                         started: float) -> None:
+    """One sample of ``planr_ftf_consultation_seconds``: from ``started`` (a
+    :func:`time.perf_counter` reading) to now, once the consultation's transaction is over."""
+    metrics.ftf_consult_seconds.labels(verb, answer_class).observe(
+        time.perf_counter() - started)
 
 
 async def forward_to_ocam(

@@ -53,7 +53,7 @@ from consumers.ftf.events import (
 )
 from consumers.ftf.fiche import apply
 from consumers.ftf.governance import AccessConfig, AccessMode
-from consumers.ftf.queries import count_overdue
+from consumers.ftf.queries import count_overdue, refresh_gauges
 from consumers.ftf.rebuild import FTF_VIEW, load_fiches, rebuild
 from consumers.inbox_rows import Action
 from consumers.metrics import StoreMetrics
@@ -122,6 +122,7 @@ class Projector(TrackedConsumer):
         if now - self._gauge_at >= self._gauge_interval:
             self._gauge_at = now
             self._metrics.ftf_overdue.set(await count_overdue(self._db, datetime.now(UTC)))
+            await refresh_gauges(self._db, self._metrics)
 
     def _decode(self, batch: Batch, dead: list[dict[str, Any]]) -> list[Arrival]:
         """The deliveries and retractions of ``batch`` addressed to the common database (by the

@@ -1,16 +1,23 @@
-"""Read-side queries of the common database that are not consultations: overdue reviews and
-the logs kept for the oversight bodies. They run on any store (SQLite or PostgreSQL)."""
+"""Read-side queries of the common database that are not consultations: overdue reviews, the
+domain gauges and the logs kept for the oversight bodies. They run on any store (SQLite or
+PostgreSQL)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select, union_all
 
-from consumers.ftf.fiche import INCLUDED, Fiche
+from consumers.ftf.consult import OPEN
+from consumers.ftf.fiche import INCLUDED, PROPOSED, REMOVED, Fiche
+from consumers.metrics import StoreMetrics
 from consumers.store import Database
-from consumers.store.tables import consultations, fiches, governance_audit
+from consumers.store.tables import consultations, fiches, governance_audit, ocam_requests
+
+#: The gauges' label values: the fiche states, and what waits for OCAM (``pending``).
+FICHE_STATES = (PROPOSED, INCLUDED, REMOVED)
+PENDING_FICHE, PENDING_REQUEST = "fiche", "request"
 
 
 async def count_overdue(db: Database, now: datetime) -> int:
@@ -21,6 +28,31 @@ async def count_overdue(db: Database, now: datetime) -> int:
             .where(fiches.c.state == INCLUDED, fiches.c.review_due < now)
         )
     return int(n or 0)
+
+
+async def domain_counts(db: Database) -> dict[str, dict[str, int]]:
+    """Fiches by state and open OCAM requests, in one aggregate query (labels and counts)."""
+    f, r = fiches.c, ocam_requests.c
+    query = union_all(
+        select(literal_column("'fiche'").label("what"), f.state.label("value"),
+               func.count().label("n")).group_by(f.state),
+        select(literal_column("'request'"), r.status, func.count())
+        .where(r.status == OPEN).group_by(r.status),
+    )
+    out: dict[str, dict[str, int]] = {"fiche": {}, "request": {}}
+    async with db.engine.connect() as conn:
+        for what, value, n in (await conn.execute(query)).all():
+            out[what][value] = int(n)
+    return out
+
+
+async def refresh_gauges(db: Database, metrics: StoreMetrics) -> None:
+    """Set the fiche and OCAM gauges from :func:`domain_counts` (every state, 0 included)."""
+    counts = await domain_counts(db)
+    for state in FICHE_STATES:
+        metrics.ftf_fiches.labels(state).set(counts["fiche"].get(state, 0))
+    metrics.ftf_ocam_pending.labels(PENDING_FICHE).set(counts["fiche"].get(PROPOSED, 0))
+    metrics.ftf_ocam_pending.labels(PENDING_REQUEST).set(counts["request"].get(OPEN, 0))
 
 
 async def overdue(db: Database, now: datetime) -> list[Fiche]:

@@ -16,6 +16,7 @@ consultation audit topic), in the transaction that reads or answers.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -28,7 +29,13 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumers.ftf.consult import FICHES, NO_ACCESS, OPEN, record_consultation
+from consumers.ftf.consult import (
+    FICHES,
+    NO_ACCESS,
+    OPEN,
+    observe_consultation,
+    record_consultation,
+)
 from consumers.ftf.fiche import PROPOSED, split_labels
 from consumers.ftf.governance import MANAGER, AccessConfig
 from consumers.metrics import StoreMetrics
@@ -169,17 +176,18 @@ class Worklist:
 
     async def pending(self, service: Agency, now: datetime) -> list[PendingFiche]:
         """Proposed fiches, longest waiting first; :class:`NotManagerError` for another service."""
-        allowed = service is MANAGER
+        started, allowed = time.perf_counter(), service is MANAGER
         async with self._db.transaction() as conn:
             found = await _proposed(conn) if allowed else []
             await self._log(conn, service, "pending", now, FICHES if allowed else NO_ACCESS)
+        observe_consultation(self._metrics, "pending", FICHES if allowed else NO_ACCESS, started)
         if not allowed:
             raise _refusal(service, "pending")
         return found
 
     async def requests(self, service: Agency, now: datetime) -> list[Request]:
         """Open requests, oldest first; :class:`NotManagerError` for another service."""
-        allowed = service is MANAGER
+        started, allowed = time.perf_counter(), service is MANAGER
         async with self._db.transaction() as conn:
             found: list[Request] = []
             if allowed:
@@ -190,6 +198,8 @@ class Worklist:
                     .where(t.c.status == OPEN).order_by(t.c.requested_at, t.c.request_id))
                 found = [Request(**r) for r in rows.mappings()]
             await self._log(conn, service, "requests", now, REQUESTS if allowed else NO_ACCESS)
+        observe_consultation(self._metrics, "requests", REQUESTS if allowed else NO_ACCESS,
+                             started)
         if not allowed:
             raise _refusal(service, "requests")
         return found
@@ -200,6 +210,7 @@ class Worklist:
         """Record OCAM's ``reply`` to an open request and queue the ``OcamAnswer`` for the
         requesting service's topic; returns that message. Otherwise :class:`NotManagerError`,
         :class:`UnknownRequestError` or :class:`AlreadyAnsweredError` (the attempt logged)."""
+        started = time.perf_counter()
         # another service is refused first, whatever REQUEST is; OCAM's typos are usage errors
         request_id = request_id_of(request) if service is MANAGER else request[:36]
         failure: PlanrError | None = None
@@ -222,6 +233,7 @@ class Worklist:
             await self._log(conn, service, "answer", now, cls, messages=outgoing,
                             subject_id=row["subject_id"] if row is not None else None,
                             query=f"request={request_id}")
+        observe_consultation(self._metrics, "answer", cls, started)
         if failure is not None:
             raise failure
         return message

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.jib.panels import Panels
 from consumers.jib.rules import COUNTED, Decision, Proposal, open_proposal, take_tick, take_vote
-from consumers.jib.store import BatchState, count_expiring
+from consumers.jib.store import BatchState, count_open
 from consumers.jib.tables import jib_clock, jib_proposals
 from consumers.metrics import StoreMetrics
 from consumers.outbox import (
@@ -261,12 +261,14 @@ class JibConsensus(TrackedConsumer):
     # ---- the clock ------------------------------------------------------------------------
 
     async def after_commit(self) -> None:
-        """Publish the outbox; every few seconds, count the proposals about to expire."""
+        """Publish the outbox; every few seconds, count the open proposals and those about to
+        expire."""
         await super().after_commit()
         if time.monotonic() - self._gauge_at >= 5.0:
             self._gauge_at = time.monotonic()
-            self._metrics.jib_expiring.set(
-                await count_expiring(self._db, datetime.now(UTC) + EXPIRING_WITHIN))
+            n_open, expiring = await count_open(self._db, datetime.now(UTC) + EXPIRING_WITHIN)
+            self._metrics.jib_open.set(n_open)
+            self._metrics.jib_expiring.set(expiring)
 
     async def _tick(self) -> None:
         """Write a tick when the wall clock has passed the earliest open deadline."""

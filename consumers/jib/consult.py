@@ -11,6 +11,7 @@ one transaction, before the answer is given.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class JibConsultations:
         self._metrics = metrics
 
     async def show(self, party: str, proposal_id: str, now: datetime) -> JibAnswer:
+        started = time.perf_counter()
         async with self._db.transaction() as conn:
             row = (await conn.execute(select(jib_proposals).where(
                 jib_proposals.c.proposal_id == proposal_id))).mappings().first()
@@ -99,10 +101,12 @@ class JibConsultations:
                                    (_proposal_view(row, votes),))
             await self._log(conn, answer, party, "", now,
                             subject=row["subject_id"] if row is not None else None)
+        self._observe(answer, started)
         return answer
 
     async def list(self, party: str, now: datetime, *, state: str | None = None,
                    subject: str | None = None) -> JibAnswer:
+        started = time.perf_counter()
         query = ";".join(f"{k}={v}" for k, v in (("state", state), ("subject", subject)) if v)
         t = jib_proposals.c
         stmt = select(jib_proposals).order_by(t.topic_partition, t.topic_offset)
@@ -117,10 +121,12 @@ class JibConsultations:
             answer = JibAnswer(str(uuid.uuid4()), "list", subject, PROPOSALS,
                                tuple(_summary(r) for r in rows if _sees(party, r)))
             await self._log(conn, answer, party, query, now, subject=subject)
+        self._observe(answer, started)
         return answer
 
     async def members(self, party: str, now: datetime, *, subject: str | None = None
                       ) -> JibAnswer:
+        started = time.perf_counter()
         t = jib_members.c
         stmt = select(jib_members).order_by(t.subject_id, t.arrondissement)
         if subject:
@@ -136,7 +142,13 @@ class JibConsultations:
             answer = JibAnswer(str(uuid.uuid4()), "members", subject, cls, visible)
             await self._log(conn, answer, party, f"subject={subject}" if subject else "", now,
                             subject=subject)
+        self._observe(answer, started)
         return answer
+
+    def _observe(self, answer: JibAnswer, started: float) -> None:
+        """One sample of the consultation time, once its transaction is over."""
+        self._metrics.jib_consult_seconds.labels(answer.verb, answer.answer_class).observe(
+            time.perf_counter() - started)
 
     async def _log(self, conn: AsyncConnection, answer: JibAnswer, party: str, query: str,
                    now: datetime, *, subject: str | None) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, tuple_, update
+from sqlalchemy import bindparam, case, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.jib.rules import Decision, Proposal
@@ -205,10 +205,11 @@ async def jib_counts(db: Database) -> dict[str, dict[str, int]]:
             "members": {"current": int(members or 0)}}
 
 
-async def count_expiring(db: Database, before: datetime) -> int:
-    """Open proposals whose deadline is before ``before`` (for the expiry alert)."""
+async def count_open(db: Database, before: datetime) -> tuple[int, int]:
+    """Open proposals, and those of them whose deadline is before ``before``, in one query."""
     t = jib_proposals.c
     async with db.engine.connect() as conn:
-        n = await conn.scalar(select(func.count()).select_from(jib_proposals)
-                              .where(t.outcome.is_(None), t.deadline < before))
-    return int(n or 0)
+        row = (await conn.execute(
+            select(func.count(), func.count(case((t.deadline < before, 1))))
+            .select_from(jib_proposals).where(t.outcome.is_(None)))).one()
+    return int(row[0] or 0), int(row[1] or 0)
