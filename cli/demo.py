@@ -6,13 +6,21 @@ throw-away key for each publishing agency and each service into a fresh temporar
 (``PLANR_BOOTSTRAP_SERVERS``), it uses the registry ``PLANR_KEY_REGISTRY`` and, for each
 owner, the newest registered key valid now whose private key file is in the directory of
 ``PLANR_SIGNING_KEY`` (default ``PLANR_DATA_DIR/keys``, where ``planr keys generate`` writes).
+
+The router runs as ``planr route --workers N`` does (``--workers``, default 2): N processes in
+one consumer group, started with this demo's broker, topic prefix, key registry, router key
+and ledger (whose schema this process creates first). Once the group has committed every
+record of its input topics, the workers are told to drain and stop; each reports its
+statistics, and the summary shows their sum and each worker's share.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -21,12 +29,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from aiokafka import TopicPartition
 
 from cli.context import Context, Store, fail, get
 from cli.jibdemo import Figures, print_jib_summary, start_jib_demo
 from cli.keys import keys_in_dir
+from cli.workers import (
+    WorkerRun,
+    check_partitions,
+    child_env,
+    ingress_partitions,
+    run_workers,
+)
 from consumers.jib.panels import DEFAULT_PANELS_FILE
-from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
 from consumers.ntf.aggregator import NtfAggregator
 from consumers.outbox import Outbox
@@ -35,13 +50,11 @@ from consumers.supervisor import StoreServices, start_store_services
 from planr.broker import EmbeddedBroker
 from planr.domain import Agency
 from planr.errors import PlanrError, UsageError
-from planr.kafka import KafkaConnection, make_producer
-from planr.loop import drain_on_signals
+from planr.kafka import KafkaConnection, make_consumer, make_producer
 from planr.signing import AGGREGATOR, INBOXES, PROJECTOR, ROUTER, SERVICE_OWNERS, sign_headers
 from planr.telemetry import default_metrics
 from planr.topics import Topics, provision
 from producers.publisher import Publisher
-from routing.router import Router, RouterStats
 from routing.setup import RoutingSetup, prepare
 from scenarios.keys import KeyRing, throwaway_keys
 from scenarios.signals import generate
@@ -49,6 +62,8 @@ from schemas.models import SignalIn
 
 #: Records no agency would send: they must end in the dead-letter topic.
 MALFORMED = (b"not avro", b"\xc3\x01" + b"\x00" * 8 + b"junk")
+#: The router workers' consumer group (the router's own default).
+ROUTER_GROUP = "planr-router"
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +75,9 @@ def run(
     demo: Annotated[bool, typer.Option("--demo", help="Publish a generated scenario.")] = False,
     signals: Annotated[int, typer.Option(envvar="PLANR_DEMO_SIGNALS", min=1)] = 3000,
     seed: Annotated[int, typer.Option(envvar="PLANR_DEMO_SEED")] = 2015,
+    workers: Annotated[int, typer.Option(
+        envvar="PLANR_DEMO_WORKERS", min=1, max=64,
+        help="Router processes in the group, as 'planr route --workers N'.")] = 2,
 ) -> None:
     """Run the bus: broker (embedded unless PLANR_BOOTSTRAP_SERVERS), topics, router,
     projector, inboxes, NTF aggregator; with --demo, publish a scenario, wait until it is
@@ -72,10 +90,12 @@ def run(
     except UsageError as exc:
         fail(str(exc), 2)
     try:
-        stats, published, jib = asyncio.run(_demo(c, setup, signals, seed))
+        routed, published, jib = asyncio.run(_demo(c, setup, signals, seed, workers))
+    except UsageError as exc:
+        fail(str(exc), 2)
     except PlanrError as exc:
         fail(f"demo failed: {exc}")
-    _summary(stats, published, len(MALFORMED))
+    _summary(routed, published, len(MALFORMED))
     try:
         print_jib_summary(jib)
     except PlanrError as exc:
@@ -141,33 +161,119 @@ async def _publish(conn: KafkaConnection, topics: Topics, setup: RoutingSetup,
     return published
 
 
-async def _wait_routed(router: Router, route_task: asyncio.Task[RouterStats],
-                       expected: int) -> None:
-    deadline = time.monotonic() + 300
-    last = -1
-    while router.stats.records < expected:
-        if route_task.done():
-            route_task.result()
-            raise PlanrError("the router stopped before the scenario was routed")
-        if time.monotonic() > deadline:
-            raise PlanrError("routing did not finish within 300 s")
-        if router.stats.records != last:
-            last = router.stats.records
-            typer.echo(f"routed {last}/{expected} records", err=True)
-        await asyncio.sleep(0.5)
-    typer.echo(f"routed {router.stats.records}/{expected} records", err=True)
+async def _wait_routed(conn: KafkaConnection, topics: Topics, group: str,
+                       routing: asyncio.Task[WorkerRun]) -> None:
+    """Until ``group`` has committed every record now in the router's input topics (each
+    worker commits a batch once its outputs are acknowledged)."""
+    watcher = make_consumer(conn, group_id=group)  # reads the group's offsets, never joins
+    await watcher.start()
+    try:
+        await watcher.topics()
+        tps = [TopicPartition(t, p) for t in [*topics.all_ingress(), topics.ftf_removals]
+               for p in sorted(watcher.partitions_for_topic(t) or ())]
+        ends = await _ends(conn, tps)
+        deadline, last = time.monotonic() + 300, -1
+        while True:
+            routed = 0
+            for tp in tps:
+                routed += min(await watcher.committed(tp) or 0, ends[tp])
+            if routed != last:
+                last = routed
+                typer.echo(f"routed {routed}/{sum(ends.values())} records", err=True)
+            if routed == sum(ends.values()):
+                return
+            if routing.done():
+                routing.result()
+                raise PlanrError("the router workers stopped before the scenario was routed")
+            if time.monotonic() > deadline:
+                raise PlanrError("routing did not finish within 300 s")
+            await asyncio.sleep(0.5)
+    finally:
+        await watcher.stop()
 
 
-async def _drain(router: Router, store: StoreServices, routing: asyncio.Task[RouterStats]
-                 ) -> None:
-    """Let the store services catch up, then stop them and the router, each after its batch
-    in flight."""
+async def _ends(conn: KafkaConnection, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The end of each partition: the high watermark a fetch response carries (Tansu's
+    ListOffsets falls short, see consumers.reader)."""
+    probe = make_consumer(conn, group_id=None, max_records=1)
+    await probe.start()
+    try:
+        probe.assign(tps)
+        await probe.seek_to_beginning(*tps)
+        deadline = time.monotonic() + 60
+        while (missing := [tp for tp in tps if probe.highwater(tp) is None]):
+            if time.monotonic() > deadline:
+                raise PlanrError(f"no end of partition {missing[0].topic}/"
+                                 f"{missing[0].partition} in sight")
+            await probe.getmany(*missing, timeout_ms=200)
+        return {tp: probe.highwater(tp) or 0 for tp in tps}
+    finally:
+        await probe.stop()
+
+
+def _worker_envs(c: Context, conn: KafkaConnection, keys: KeyRing, ledger: str,
+                 workers: int) -> list[dict[str, str]]:
+    """What the in-process router had: this broker, topic prefix, registry, router key and
+    ledger; metrics (when served) on the ports after the demo's own."""
+    envs = []
+    for i in range(workers):
+        env = child_env(c, i)
+        env.update({"PLANR_BOOTSTRAP_SERVERS": conn.bootstrap_servers,
+                    "PLANR_SESSION_TIMEOUT_MS": str(conn.session_timeout_ms),
+                    "PLANR_TOPIC_PREFIX": c.topics.prefix,
+                    "PLANR_KEY_REGISTRY": str(keys.registry_path),
+                    "PLANR_SIGNING_KEY": str(keys.path(ROUTER)),
+                    "PLANR_LEDGER_DB_URL": ledger})
+        port = c.settings.metrics_port
+        if port is not None:  # 0: any free port, for each
+            env["PLANR_METRICS_PORT"] = str(port + 1 + i if port else 0)
+        envs.append(env)
+    return envs
+
+
+async def _start_routing(c: Context, stack: AsyncExitStack, conn: KafkaConnection,
+                         keys: KeyRing, workers: int
+                         ) -> tuple[asyncio.Event, asyncio.Task[WorkerRun]]:
+    """The router workers, told to drain on ``stop`` (set by SIGTERM/SIGINT too, and when
+    ``stack`` unwinds)."""
+    if c.settings.metrics_port is not None and c.settings.metrics_port + workers > 65535:
+        raise UsageError(f"--workers {workers}: metrics ports from "
+                         f"{c.settings.metrics_port + 1} exceed 65535")
+    check_partitions(await ingress_partitions(conn, c.topics), workers)  # before publishing
+    ledger = await _store(c, stack, "ledger")  # its schema, once, before the workers start
+    stop = asyncio.Event()
+    routing = asyncio.create_task(run_workers(
+        conn, c.topics, _worker_envs(c, conn, keys, ledger.url, workers), ROUTER_GROUP,
+        stop=stop))
+    loop = asyncio.get_running_loop()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(s, stop.set)
+    stack.push_async_callback(_stop_routing, stop, routing)
+    return stop, routing
+
+
+async def _stop_routing(stop: asyncio.Event, routing: asyncio.Task[WorkerRun]) -> None:
+    stop.set()
+    with contextlib.suppress(PlanrError):
+        await routing
+
+
+def _finished(run: WorkerRun) -> WorkerRun:
+    """``run``, if every worker exited 0 and reported its statistics."""
+    if run.status != 0:
+        raise PlanrError(f"a router worker failed (exit status {run.status})")
+    for i, stats in enumerate(run.stats, start=1):
+        if stats is None:
+            raise PlanrError(f"router worker {i} reported no statistics")
+    return run
+
+
+async def _drain(store: StoreServices) -> None:
+    """Let the store services catch up, then stop them, each after its batch in flight."""
     await store.finish()
     for s in store.services:
         typer.echo(f"{s.name}: {s.stats.records} records stored, "
                    f"{s.stats.duplicates} duplicates skipped", err=True)
-    router.request_stop()
-    await routing
 
 
 async def _count_ntf(c: Context, stack: AsyncExitStack, conn: KafkaConnection,
@@ -198,10 +304,9 @@ async def _count_ntf(c: Context, stack: AsyncExitStack, conn: KafkaConnection,
                "month(s) published", err=True)
 
 
-async def _demo(c: Context, setup: RoutingSetup, n: int,
-                seed: int) -> tuple[RouterStats, Counter[str], Figures]:
+async def _demo(c: Context, setup: RoutingSetup, n: int, seed: int,
+                workers: int) -> tuple[WorkerRun, Counter[str], Figures]:
     c.serve_metrics()
-    metrics = default_metrics()
     scenario = list(generate(n, seed=seed))
     owners = sorted({a.value for a, _ in scenario} | {Agency.VSSE.value}) + list(SERVICE_OWNERS)
     async with AsyncExitStack() as stack:  # stops everything in reverse order
@@ -209,12 +314,7 @@ async def _demo(c: Context, setup: RoutingSetup, n: int,
         conn = await _connect(c, stack)
         topics = c.topics
         typer.echo(f"topics: {len(await provision(conn, topics))} created", err=True)
-        router = await stack.enter_async_context(Router(
-            conn=conn, topics=topics, engine=setup.engine, views=setup.views,
-            codec=setup.codec, metrics=metrics, registry=keys.registry,
-            signer=keys.signer(ROUTER), ledger=StoreLedger(await _store(c, stack, "ledger"))))
-        drain_on_signals(router)
-        routing = asyncio.create_task(router.run())
+        stop, routing = await _start_routing(c, stack, conn, keys, workers)
         store = await start_store_services(
             stack, conn=conn, topics=topics, ftf_db=await _store(c, stack, "ftf"),
             inbox_db=await _store(c, stack, "inboxes"), codec=setup.codec,
@@ -225,14 +325,17 @@ async def _demo(c: Context, setup: RoutingSetup, n: int,
             policy=setup.policy, panels_file=DEFAULT_PANELS_FILE, codec=setup.codec,
             metrics=default_store_metrics())
         published = await _publish(conn, topics, setup, scenario, keys)
-        await _wait_routed(router, routing, n + len(MALFORMED))
-        await _drain(router, store, routing)
-        await _count_ntf(c, stack, conn, setup, expected=router.stats.deliveries.get("ntf", 0),
-                         keys=keys)
-        return router.stats, published, await jib.finish()
+        await _wait_routed(conn, topics, ROUTER_GROUP, routing)
+        stop.set()  # every worker drains, reports and exits
+        await _drain(store)
+        routed = _finished(await routing)
+        await _count_ntf(c, stack, conn, setup, keys=keys,
+                         expected=routed.total.deliveries.get("ntf", 0))
+        return routed, published, await jib.finish()
 
 
-def _summary(stats: RouterStats, published: Counter[str], bad: int) -> None:
+def _summary(routed: WorkerRun, published: Counter[str], bad: int) -> None:
+    stats = routed.total
     typer.echo("")
     typer.echo("planr-bus demo summary")
     typer.echo("=" * 52)
@@ -240,6 +343,10 @@ def _summary(stats: RouterStats, published: Counter[str], bad: int) -> None:
     for agency, count in sorted(published.items()):
         typer.echo(f"  {agency:<34}{count:>16}")
     typer.echo(f"{'signals routed':<36}{stats.signals:>16}")
+    typer.echo(f"{'router workers':<36}{len(routed.stats):>16}")
+    for i, part in enumerate(routed.stats, start=1):
+        typer.echo(f"  {'signals routed by worker ' + str(i):<34}"
+                   f"{part.signals if part is not None else 0:>16}")
     typer.echo(f"{'routing decisions audited':<36}{stats.audits:>16}")
     typer.echo("deliveries per recipient")
     csilr = {r: n for r, n in stats.deliveries.items() if r.startswith("csilr:")}

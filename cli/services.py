@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cli.context import Context, fail, get, run_async
-from cli.workers import supervise
+from cli.workers import describe, stats_to_json, supervise
 from consumers.inboxes import INBOX_CLASSES, InboxService
 from consumers.ledger import StoreLedger
 from consumers.metrics import default_store_metrics
@@ -56,6 +56,9 @@ def route(
         int, typer.Option(envvar="PLANR_ROUTER_WORKERS", min=1, max=64,
                           help="Router processes in the group (metrics port + i each).")
     ] = 1,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="At exit, the statistics as one JSON line on stdout.")
+    ] = False,
 ) -> None:
     """Run the routing consumer over every ingress topic."""
     c = get(ctx)
@@ -65,7 +68,7 @@ def route(
     signer = c.signer(ROUTER, registry)
     if workers > 1:
         c.with_db("ledger", _schema_ready)  # one schema upgrade, before the workers start
-        raise typer.Exit(supervise(c, workers, group, until_idle))
+        raise typer.Exit(supervise(c, workers, group, until_idle, as_json=as_json))
     c.serve_metrics()
 
     async def go() -> None:
@@ -75,13 +78,9 @@ def route(
                 signer=signer, group_id=group, ledger=StoreLedger(db)) as r:
             drain_on_signals(r)
             stats = await r.run(until_idle=until_idle)
-        typer.echo(
-            f"routed: {stats.signals} signals, {sum(stats.deliveries.values())} deliveries, "
-            f"{sum(stats.denials.values())} denials, "
-            f"{sum(stats.retractions.values())} retractions, "
-            f"{sum(stats.dead_letters.values())} dead letters",
-            err=True,
-        )
+        typer.echo(f"routed: {describe(stats)}", err=True)
+        if as_json:  # how a worker reports to the parent of 'planr route --workers N'
+            typer.echo(stats_to_json(stats))
 
     try:
         run_async(go())
