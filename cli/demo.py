@@ -330,7 +330,7 @@ async def _demo(c: Context, setup: RoutingSetup, n: int, seed: int,
         await _drain(store)
         routed = _finished(await routing)
         await _count_ntf(c, stack, conn, setup, keys=keys,
-                         expected=routed.total.deliveries.get("ntf", 0))
+                         expected=routed.total.ntf_facts)
         return routed, published, await jib.finish()
 
 

@@ -37,6 +37,7 @@ class RouterStats:
     retractions: Counter[str] = field(default_factory=Counter)
     audits: int = 0  # decisions audited (one entry per candidate)
     audit_records: int = 0  # audit records written (one per routed signal version)
+    ntf_facts: int = 0  # NtfFacts written for the National Taskforce's statistics
     dead_letters: Counter[str] = field(default_factory=Counter)
     unchanged: Counter[str] = field(default_factory=Counter)  # duplicate, stale
     batches: int = 0
@@ -92,6 +93,7 @@ class Emitter:
             if d.view in self.views.aggregate_views:
                 if ntf:
                     await self.out.add(self.topics.ntf_facts, self._ntf_fact(signal, facts), key)
+                    self.stats.ntf_facts += 1
                 continue
             allowed[d.recipient_id] = did
             if d.recipient_id not in unchanged:

@@ -187,4 +187,8 @@ def test_run_demo_prints_the_summary(tmp_path: Path):
     assert re.search(r"signals routed\s+300\b", out)
     assert re.search(r"dead letters\s+2\b", out)
     assert "tfl:brussel" in out
+    # the NTF aggregator waited for the facts the router wrote (it used to stop at once)
+    counted = re.search(r"ntf-aggregator: (\d+) facts counted", result.stderr)
+    assert counted is not None, result.stderr[-2000:]
+    assert int(counted.group(1)) > 0
     assert "synthetic demo signal" not in result.stdout + result.stderr
