@@ -1,11 +1,14 @@
 """Shared fixtures: one real embedded Tansu broker per test session.
 
-Tansu consumer-group joins take about 5 s, so the broker is shared and every test gets its
-own topic prefix (hence its own topics) and its own consumer group ids.
+Starting a broker and joining consumer groups take seconds, so the broker is shared and every
+test gets its own topic prefix (hence its own topics, deleted after the test) and its own
+consumer group ids.
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from consumers.ledger import StoreLedger
 from consumers.store import Database, sqlite_url
 from planr.broker import EmbeddedBroker
-from planr.kafka import KafkaConnection
+from planr.kafka import KafkaConnection, make_admin
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from routing import DEFAULT_POLICY
@@ -24,12 +27,44 @@ from routing.setup import RoutingSetup, prepare
 from scenarios.keys import KeyRing, throwaway_keys
 from schemas.codec import Codec
 
+#: Background deletions of finished tests' topics, joined before the broker stops.
+_DROPS: list[threading.Thread] = []
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     log_file = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with EmbeddedBroker(log_file=log_file) as b:
         yield b
+        for drop in _DROPS:
+            drop.join(timeout=60)
+
+
+async def _drop_namespace(bootstrap: str, prefix: str) -> None:
+    admin = make_admin(KafkaConnection(bootstrap_servers=bootstrap))
+    await admin.start()
+    try:
+        names = [n for n in await admin.list_topics() if n.startswith(prefix + ".")]
+        for i in range(0, len(names), 100):
+            await admin.delete_topics(names[i : i + 100])
+    finally:
+        await admin.close()
+
+
+def _drop_in_background(bootstrap: str, prefix: str) -> None:
+    """Delete a finished test's topics. Tansu creates topics in a time that grows with the
+    number it holds (1 s for a namespace on an empty broker, 13 s with ten namespaces), so a
+    shared broker that kept every test's ~650 topics would slow each later test down."""
+
+    def run() -> None:
+        try:
+            asyncio.run(_drop_namespace(bootstrap, prefix))
+        except Exception:  # noqa: BLE001 - best-effort cleanup; a leftover namespace is harmless
+            return
+
+    drop = threading.Thread(target=run, name=f"drop-{prefix}", daemon=True)
+    drop.start()
+    _DROPS.append(drop)
 
 
 #: Tansu completes a group join after half the session timeout: the tests' consumers, in process
@@ -51,9 +86,13 @@ def conn(broker: EmbeddedBroker) -> KafkaConnection:
 
 
 @pytest.fixture
-def topics() -> Topics:
-    """A fresh topic namespace for this test."""
-    return Topics(prefix=f"t{uuid.uuid4().hex[:12]}")
+def topics(request: pytest.FixtureRequest) -> Iterator[Topics]:
+    """A fresh topic namespace for this test, deleted from the shared broker afterwards."""
+    namespace = Topics(prefix=f"t{uuid.uuid4().hex[:12]}")
+    shared = request.getfixturevalue("broker") if "broker" in request.fixturenames else None
+    yield namespace
+    if shared is not None:
+        _drop_in_background(shared.bootstrap_servers, namespace.prefix)
 
 
 @pytest.fixture

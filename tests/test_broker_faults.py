@@ -195,8 +195,15 @@ async def test_c_router_and_aggregator_killed_five_times_at_random_moments_count
         for name in (*killed, *STORE_SERVICES):
             bus.start(name)
         try:
-            await publish(conn, topics, routing_setup, keys, signals,
-                          Metrics(CollectorRegistry()))
+            # the scenario is published in slices over ~15 s, so that the run lasts while
+            # the kills fall, however fast the machine routes
+            async def publish_paced() -> None:
+                for start in range(0, len(signals), 200):
+                    await publish(conn, topics, routing_setup, keys, signals[start:start + 200],
+                                  Metrics(CollectorRegistry()))
+                    await asyncio.sleep(1.0)
+
+            publishing = asyncio.create_task(publish_paced())
             mid_run = 0
             for _ in range(5):
                 await until(lambda: all(serving(bus, name) for name in killed) and (
@@ -204,13 +211,14 @@ async def test_c_router_and_aggregator_killed_five_times_at_random_moments_count
                     "the restarted router to work", bus)
                 # random in time: a delay once the router works, whatever it is doing then
                 # (routing, waiting for acknowledgements, saving its ledger, committing)
-                await asyncio.sleep(rng.uniform(0.0, 8.0))
+                await asyncio.sleep(rng.uniform(0.0, 2.5))
                 working = routed(bus) > 0 and not complete(expected, held(tmp_path))
                 for name in killed:
                     bus.kill(name)
                 mid_run += working
                 for name in killed:
                     bus.start(name)
+            await publishing
             got = await settled(expected, bus, tmp_path, 300, ntf=True)
         finally:
             bus.stop()

@@ -99,6 +99,7 @@ def bounded_values(topics, policy: Policy) -> dict[str, set[str] | re.Pattern[st
         "policy_version": re.compile(r"^sha256:[0-9a-f]{16}$"),
         "schemas": re.compile(r"^[0-9a-f]{16}$"),
         "le": re.compile(r"^([0-9.]+|\+Inf)$"),
+        "state": {"proposed", "included", "removed"},  # a fiche's state in the database
         **dict.fromkeys(("outcome", "reason", "status", "kind", "action", "verb",
                          "answer_class", "access_mode"), IDENTIFIER),
     }
