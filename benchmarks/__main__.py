@@ -38,13 +38,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--latency-rate", type=float, default=2_000.0, help="signals/s offered")
     p.add_argument("--latency-seconds", type=float, default=15.0, help="seconds offered")
     p.add_argument("--quick", action="store_true",
-                   help="a tiny run proving the suite works: 2,000 signals, 1 round, "
-                        "2 s of latency, 2,000 events")
+                   help="a tiny run proving the suite works: 500 signals, 1 round, "
+                        "1 s of latency, 500 events")
     p.add_argument("--json", type=Path, default=Path("bench-results.json"),
                    help="where the results are written")
     args = p.parse_args(argv)
     if args.quick:
-        args.signals, args.rounds, args.events, args.latency_seconds = 2_000, 1, 2_000, 2.0
+        args.signals, args.rounds, args.events, args.latency_seconds = 500, 1, 500, 1.0
     if args.signals < 1 or args.rounds < 1 or args.workers < 1 or args.events < 1:
         p.error("--signals, --rounds, --workers and --events must be at least 1")
     return args

@@ -1,4 +1,4 @@
-"""The benchmark suite runs: ``python -m benchmarks --quick routers`` (2,000 signals, one
+"""The benchmark suite runs: ``python -m benchmarks --quick routers`` (500 signals, one
 round, on its own embedded broker) writes a JSON with every implementation at a positive
 throughput, and the raw fan-out floor replays exactly as many output records as the planr
 router wrote. Figures themselves are not checked (they are not tests)."""
