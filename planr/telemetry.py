@@ -103,10 +103,16 @@ class Metrics:
         self._declare_runtime(registry)
 
     def _declare_runtime(self, registry: CollectorRegistry) -> None:
-        """Denials by rule and the state of the running services."""
+        """Decisions by rule and the state of the running services."""
         self.denials = Counter(
             "planr_routing_denials",
             "Deny decisions, by recipient class and deciding rule of the policy.",
+            ["recipient_class", "rule"],
+            registry=registry,
+        )
+        self.allowances = Counter(
+            "planr_routing_allowances",
+            "Allow decisions, by recipient class and deciding rule of the policy.",
             ["recipient_class", "rule"],
             registry=registry,
         )

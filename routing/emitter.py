@@ -59,6 +59,7 @@ class Emitter:
         self._write_dead_letters = dead_letters  # false: counted only (a re-evaluation)
         self._decided: Counter[tuple[RecipientClass, bool]] = Counter()
         self._denied: Counter[tuple[RecipientClass, str]] = Counter()
+        self._allowed: Counter[tuple[RecipientClass, str]] = Counter()
         self._routed: Counter[str] = Counter()
         self._retracted: Counter[str] = Counter()
         self._dead: Counter[str] = Counter()
@@ -88,6 +89,7 @@ class Emitter:
                 self.stats.denials[cls_.value] += 1
                 self._denied[cls_, d.rule] += 1
                 continue
+            self._allowed[cls_, d.rule] += 1
             did = delivery_id(event_id, d.recipient_id)
             ids.append(did)
             if d.view in self.views.aggregate_views:
@@ -129,13 +131,16 @@ class Emitter:
             self._decision_counter(cls_.value, ok).inc(n)
         for (cls_, rule), n in self._denied.items():
             self.metrics.denials.labels(cls_.value, rule).inc(n)
+        for (cls_, rule), n in self._allowed.items():
+            self.metrics.allowances.labels(cls_.value, rule).inc(n)
         for agency, n in self._routed.items():
             self.metrics.signals_routed.labels(agency).inc(n)
         for reason, n in self._retracted.items():
             self.metrics.retractions.labels(reason).inc(n)
         for reason, n in self._dead.items():
             self.metrics.dead_letters.labels(reason).inc(n)
-        for tally in (self._decided, self._denied, self._routed, self._retracted, self._dead):
+        for tally in (self._decided, self._denied, self._allowed, self._routed, self._retracted,
+                      self._dead):
             tally.clear()
 
     async def retract(self, holdings: Iterable[Holding], *, event_id: str, version: int,

@@ -100,3 +100,9 @@ async def test_one_audit_record_per_signal_lists_exactly_the_decided_candidates(
     for (cls_, rule), n in denied.items():
         assert metrics.registry.get_sample_value(
             "planr_routing_denials_total", {"recipient_class": cls_, "rule": rule}) == n
+    allowed_by_rule = Counter((str(r["recipient"]).partition(":")[0], r["rule"])
+                              for r in rows if r["outcome"] == "allow")
+    assert len(allowed_by_rule) >= 2
+    for (cls_, rule), n in allowed_by_rule.items():
+        assert metrics.registry.get_sample_value(
+            "planr_routing_allowances_total", {"recipient_class": cls_, "rule": rule}) == n
