@@ -195,11 +195,12 @@ async def test_c_router_and_aggregator_killed_five_times_at_random_moments_count
         for name in (*killed, *STORE_SERVICES):
             bus.start(name)
         try:
-            # the scenario is published in slices over ~15 s, so that the run lasts while
-            # the kills fall, however fast the machine routes
+            # the scenario is published in slices over ~30 s, so that the run lasts while
+            # the five kills fall (each: a restart, then a random delay), however fast the
+            # machine routes
             async def publish_paced() -> None:
-                for start in range(0, len(signals), 200):
-                    await publish(conn, topics, routing_setup, keys, signals[start:start + 200],
+                for start in range(0, len(signals), 100):
+                    await publish(conn, topics, routing_setup, keys, signals[start:start + 100],
                                   Metrics(CollectorRegistry()))
                     await asyncio.sleep(1.0)
 
