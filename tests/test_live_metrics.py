@@ -239,8 +239,14 @@ async def test_a_real_prometheus_sees_what_the_scenario_implies_and_no_label_is_
                         if n == "planr_signals_published_total")
         assert published == N_SIGNALS
 
-        def settled() -> bool:  # the last scrapes saw the end of the run
-            return (prom.value("sum(planr_signals_routed_total)") == N_SIGNALS
+        ended = time.time()  # every store holds its share and every lag was 0 by now
+
+        def settled() -> bool:  # every target was scraped after the end of the run
+            scraped_after = all(
+                (prom.value(f'timestamp(up{{job="{job}"}})') or 0.0) > ended
+                for job in JOBS.values())
+            return (scraped_after
+                    and prom.value("sum(planr_signals_routed_total)") == N_SIGNALS
                     and prom.value("sum(planr_dead_letters_total)") == BAD_RECORDS
                     and prom.value("max(planr_consumer_lag_records)") == 0.0)
 
