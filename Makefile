@@ -3,6 +3,9 @@
 #   make test   creates .venv if needed, installs, runs ruff, mypy and the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
+# pytest processes: the suite mostly waits on the broker and on the processes it starts, so
+# three workers (each with its own embedded broker) finish it well before one does
+TEST_WORKERS ?= 3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
@@ -26,7 +29,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 test: lint typecheck pytest
 

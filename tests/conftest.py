@@ -1,4 +1,4 @@
-"""Shared fixtures: one real embedded Tansu broker per test session.
+"""Shared fixtures: one real embedded Tansu broker per test session (per pytest-xdist worker).
 
 Starting a broker and joining consumer groups take seconds, so the broker is shared and every
 test gets its own topic prefix (hence its own topics, deleted after the test) and its own
