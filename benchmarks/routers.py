@@ -81,6 +81,7 @@ class TimedRouter(Router):
         self.first: float | None = None
         self.marks: list[tuple[float, int]] = []
         self.latencies: list[float] | None = [] if latency else None
+        self.cpu = 0.0  # process CPU seconds spent handling batches (robust to a busy machine)
         self._ready_queue = ready
 
     async def _open(self) -> None:
@@ -108,7 +109,9 @@ class TimedRouter(Router):
     async def _handle(self, batch: Batch) -> None:
         if self.first is None:
             self.first = time.time()
+        cpu = time.process_time()
         await super()._handle(batch)
+        self.cpu += time.process_time() - cpu
         if self.latencies is not None:
             acked = time.time()
             self.latencies.extend(acked - rec.timestamp / 1000
@@ -144,7 +147,7 @@ async def _route(child: Child, ready: Any) -> dict[str, Any]:
         child.capture.write_bytes(pickle.dumps(router.captured))
     return {"first": router.first, "marks": router.marks, "signals": stats.signals,
             "records": stats.records, "latencies": router.latencies or [],
-            "outputs": router.outputs}
+            "outputs": router.outputs, "cpu": router.cpu}
 
 
 def child_main(child: Child, results: Any, ready: Any) -> None:  # pragma: no cover - a child

@@ -54,11 +54,25 @@ def new_salt() -> bytes:
     return os.urandom(SALT_BYTES)
 
 
+def new_salts(n: int) -> list[bytes]:
+    """``n`` fresh random salts, drawn from the system's CSPRNG in one call."""
+    pool = os.urandom(SALT_BYTES * n)
+    return [pool[i : i + SALT_BYTES] for i in range(0, SALT_BYTES * n, SALT_BYTES)]
+
+
 def leaf_hash(salt: bytes, message: bytes) -> bytes:
     """The leaf of ``message``: ``SHA-256(0x00 || salt || message)``."""
     if len(salt) != SALT_BYTES:
         raise UsageError(f"a leaf's salt is {SALT_BYTES} bytes, not {len(salt)}")
     return hashlib.sha256(_LEAF + salt + message).digest()
+
+
+def leaf_hash_parts(salt: bytes, head: bytes, tail: bytes) -> bytes:
+    """:func:`leaf_hash` of the message ``head + tail``, without building the message (a
+    chunk's messages share their head: the domain, topic and key id)."""
+    if len(salt) != SALT_BYTES:
+        raise UsageError(f"a leaf's salt is {SALT_BYTES} bytes, not {len(salt)}")
+    return hashlib.sha256(b"".join((_LEAF, salt, head, tail))).digest()
 
 
 def split_proof(proof: bytes) -> tuple[bytes, bytes] | None:

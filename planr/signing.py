@@ -182,8 +182,12 @@ def sign_chunk(
         topic, value = records[0]
         return [sign_headers(signer, topic, value)]
     key_id = signer.key_id
-    salts = [merkle.new_salt() for _ in records]
-    root, paths = merkle.build([merkle.leaf_hash(salt, signed_message(topic, key_id, value))
+    salts = merkle.new_salts(len(records))
+    heads: dict[str, bytes] = {}  # per topic: the signed message before the value
+    for topic, _ in records:
+        if topic not in heads:
+            heads[topic] = signed_message(topic, key_id, b"")
+    root, paths = merkle.build([merkle.leaf_hash_parts(salt, heads[topic], value)
                                 for salt, (topic, value) in zip(salts, records, strict=True)])
     signature = signer.sign_root(root)
     raw_id = key_id.encode()

@@ -17,13 +17,14 @@ from planr.batching import BatchSender
 from planr.domain import Recipient, RecipientClass
 from planr.telemetry import Metrics
 from planr.topics import Topics
+from routing.encoders import AuditEncoder, DeliveryEncoder
 from routing.engine import Decision, Engine, Facts, agency_label
 from routing.lifecycle import Holding
-from routing.outputs import audit, delivery_id, envelope, epoch_micros, retraction
+from routing.outputs import delivery_id, epoch_micros, retraction
 from routing.views import Views
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
-from schemas.names import DEAD_LETTER, DELIVERY, NTF_FACT, RETRACTION, ROUTING_DECISION
+from schemas.names import DEAD_LETTER, NTF_FACT, RETRACTION
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,18 @@ class RouterStats:
     batches: int = 0
 
 
+@dataclass(frozen=True)
+class Encoders:
+    """The router's record encoders, kept across batches (they remember repeated parts)."""
+
+    audit: AuditEncoder
+    delivery: DeliveryEncoder
+
+    @classmethod
+    def of(cls, codec: Codec) -> Encoders:
+        return cls(AuditEncoder(codec), DeliveryEncoder(codec))
+
+
 class Emitter:
     """The outputs of one batch. ``now`` is the batch's time (routed_at, decided_at).
 
@@ -51,8 +64,10 @@ class Emitter:
 
     def __init__(self, out: BatchSender, *, topics: Topics, codec: Codec, views: Views,
                  engine: Engine, metrics: Metrics, stats: RouterStats, now: datetime,
-                 counters: dict[tuple[str, bool], Any], dead_letters: bool = True) -> None:
+                 counters: dict[tuple[str, bool], Any], encoders: Encoders,
+                 dead_letters: bool = True) -> None:
         self.out, self.topics, self.codec, self.views = out, topics, codec, views
+        self._encoders = encoders
         self.engine, self.metrics, self.stats, self.now = engine, metrics, stats, now
         self._stamp = epoch_micros(now)  # converted once for every record of the batch
         self._counters = counters
@@ -80,7 +95,7 @@ class Emitter:
         unchanged = set(skip)
         decisions = self.engine.decide(facts)
         ids: list[str | None] = []
-        payloads: dict[str, bytes] = {}
+        bodies: dict[str, bytes] = {}  # per view: the encoded payload and version
         for d in decisions:
             cls_ = d.recipient.cls
             self._decided[cls_, d.allowed] += 1
@@ -99,29 +114,31 @@ class Emitter:
                 continue
             allowed[d.recipient_id] = did
             if d.recipient_id not in unchanged:
-                payload = payloads.get(d.view)
-                if payload is None:
-                    payload = payloads[d.view] = self.views.render(d.view, signal)
-                await self._deliver(d, did, event_id=event_id, version=version, key=key,
-                                    payload=payload)
-        record = audit(decisions, ids, event_id=event_id, agency=facts.agency, version=version,
-                       policy_version=self.engine.version, decided_at=self._stamp)
-        await self.out.add(self.topics.audit, self.codec.encode(ROUTING_DECISION, record), key)
+                body = bodies.get(d.view)
+                if body is None:
+                    body = bodies[d.view] = self._encoders.delivery.body(
+                        self.views.render(d.view, signal), version)
+                await self._deliver(d, did, event_id=event_id, key=key, body=body)
+        await self.out.add(self.topics.audit, self._encoders.audit.encode(
+            decisions, ids, event_id=event_id, agency=facts.agency, version=version,
+            policy_version=self.engine.version, decided_at=self._stamp), key)
         self.stats.audits += len(decisions)
         self.stats.audit_records += 1
         self.stats.signals += 1
         self._routed[agency_label(facts.agency)] += 1
         return allowed
 
-    async def _deliver(self, d: Decision, did: str, *, event_id: str, version: int,
-                       key: bytes, payload: bytes) -> None:
-        record = envelope(d, event_id=event_id, version=version,
-                          policy_version=self.engine.version, routed_at=self._stamp,
-                          payload=payload, delivery=did)
+    async def _deliver(self, d: Decision, did: str, *, event_id: str, key: bytes,
+                       body: bytes) -> None:
+        """The delivery of an allowed decision; ``body``: its view's payload and the version,
+        encoded (:meth:`DeliveryEncoder.body`)."""
+        value = self._encoders.delivery.encode(d, delivery=did, event_id=event_id,
+                                               policy_version=self.engine.version,
+                                               routed_at=self._stamp, body=body)
         topic = self._topic_of.get(d.recipient_id)
         if topic is None:
             topic = self._topic_of[d.recipient_id] = self.topics.delivery(d.recipient)
-        await self.out.add(topic, self.codec.encode(DELIVERY, record), key)
+        await self.out.add(topic, value, key)
         self.stats.deliveries[d.recipient_id] += 1
 
     def finish(self) -> None:

@@ -35,7 +35,7 @@ from planr.loop import Batch, ConsumeLoop
 from planr.signing import PROJECTOR, ROUTER, KeyRegistry, SignatureError, Signer, verify_record
 from planr.telemetry import Metrics
 from planr.topics import Topics
-from routing.emitter import Emitter, RouterStats
+from routing.emitter import Emitter, Encoders, RouterStats
 from routing.engine import Engine, Facts
 from routing.lifecycle import (
     EventState,
@@ -128,6 +128,7 @@ class Router(ConsumeLoop):
         self._producer: AIOKafkaProducer
         self.stats = RouterStats()
         self._counters: dict[tuple[str, bool], Any] = {}
+        self._encoders = Encoders.of(codec)
         metrics.policy_info.labels(engine.version).set(1)
 
     async def _open(self) -> None:
@@ -177,7 +178,8 @@ class Router(ConsumeLoop):
         emit = Emitter(BatchSender(self._producer, signer=self._signer), topics=self._topics,
                        codec=self._codec, views=self._views, engine=self._engine,
                        metrics=self._metrics, stats=self.stats, now=now,
-                       counters=self._counters, dead_letters=not self._reapply)
+                       counters=self._counters, encoders=self._encoders,
+                       dead_letters=not self._reapply)
         admitted = [a for recs in batch.values() for rec in recs
                     if (a := await self._admit(rec, now, emit)) is not None]
         states = await self._ledger.load(await self._events_of(admitted))

@@ -367,3 +367,20 @@ def test_partition_hash_is_the_java_clients_murmur2():
     for size in range(70):
         key = os.urandom(size)
         assert partition_hash(key) == murmur2(key) & 0x7FFFFFFF
+
+
+def test_a_leaf_from_a_shared_head_and_a_value_is_the_leaf_of_their_concatenation():
+    salt = os.urandom(merkle.SALT_BYTES)
+    head, tail = b"planr-bus/v1\x00topic\x00key\x00", b"value bytes"
+    expected = hashlib.sha256(b"\x00" + salt + head + tail).digest()  # the documented leaf
+    assert merkle.leaf_hash_parts(salt, head, tail) == expected
+    assert merkle.leaf_hash(salt, head + tail) == expected
+    with pytest.raises(UsageError):
+        merkle.leaf_hash_parts(salt[:-1], head, tail)
+
+
+def test_salts_drawn_in_one_call_are_as_many_distinct_full_length_salts():
+    salts = merkle.new_salts(64)
+    assert len(salts) == 64
+    assert {len(s) for s in salts} == {merkle.SALT_BYTES}
+    assert len(set(salts)) == 64
