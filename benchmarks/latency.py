@@ -2,11 +2,13 @@
 
 A paced publisher (the project's Publisher, one per agency, signed by the agencies' keys)
 offers ``rate`` signals per second for ``seconds`` seconds to a topic namespace of its own
-(prefix ``lat``), where one planr router process (:mod:`benchmarks.routers`, latency mode)
-routes them. For each signal, the latency is the time from its record's ``CreateTime``
-(stamped by the publishing producer when ``send()`` is called) to the moment the router had
-every output of its batch acknowledged by the broker and its ledger saved (the router's
-commit follows). Publisher and router run on this machine, so their clocks are the same.
+(prefix ``lat``), where ``processes`` planr router processes in one group route them
+(:mod:`benchmarks.routers`, latency mode; the suite uses its N-process router, as ``planr
+route --workers N`` runs in ``make run`` and ``compose.yaml``). For each signal, the latency
+is the time from its record's ``CreateTime`` (stamped by the publishing producer when
+``send()`` is called) to the moment the router had every output of its batch acknowledged by
+the broker and its ledger saved (the router's commit follows). Publisher and router run on
+this machine, so their clocks are the same.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from scenarios.signals import generate
 PREFIX = "lat"
 
 
-async def _paced(work: Workload, topics: Topics, rate: float, seconds: float,
-                 ready: Any) -> float:
-    """Once the router is ready, publish ``rate * seconds`` signals on schedule; returns the
-    achieved rate."""
+async def _paced(work: Workload, topics: Topics, rate: float, seconds: float, *,
+                 ready: Any, processes: int) -> float:
+    """Once every router process is ready, publish ``rate * seconds`` signals on schedule;
+    returns the achieved rate."""
     scenario = list(generate(int(rate * seconds), seed=11))
     metrics = Metrics(CollectorRegistry())
     agencies = sorted({a for a, _ in scenario}, key=lambda a: a.value)
@@ -42,7 +44,8 @@ async def _paced(work: Workload, topics: Topics, rate: float, seconds: float,
         await p.start()
     pending: list[asyncio.Task[Any]] = []
     try:
-        await _ready(ready)
+        for _ in range(processes):
+            await _ready(ready)
         started, sent = time.perf_counter(), 0
         while sent < len(scenario):
             due = min(len(scenario), int((time.perf_counter() - started) * rate) + 1)
@@ -68,20 +71,24 @@ async def _ready(ready: Any) -> None:
     await asyncio.get_running_loop().run_in_executor(None, lambda: ready.get(timeout=120))
 
 
-def measure(work: Workload, tmp: Path, rate: float, seconds: float) -> dict[str, Any]:
-    """p50/p95/p99 latency in milliseconds at ``rate`` signals/s offered for ``seconds``."""
+def measure(work: Workload, tmp: Path, rate: float, seconds: float,
+            processes: int = 1) -> dict[str, Any]:
+    """p50/p95/p99 latency in milliseconds at ``rate`` signals/s offered for ``seconds``,
+    routed by ``processes`` router processes."""
     topics = Topics(PREFIX)
     asyncio.run(provision(work.conn, topics))
     child = Child(work.conn.bootstrap_servers, PREFIX, "lat-router", work.keys.registry_path,
                   work.keys.path(ROUTER), tmp / "lat-ledger", until_idle=5.0, latency=True)
     child.ledger_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(migrate_ledger(child.ledger_dir))
-    procs, results, ready = start(child, 1)
+    procs, results, ready = start(child, processes)
 
-    achieved = asyncio.run(_paced(work, topics, rate, seconds, ready))
+    achieved = asyncio.run(_paced(work, topics, rate, seconds, ready=ready,
+                                  processes=processes))
     parts = collect(procs, results)
     values = sorted(v for p in parts for v in p["latencies"])
     return {"offered_per_s": rate, "achieved_per_s": achieved, "signals": len(values),
+            "processes": processes,
             **{f"p{q}_ms": 1000 * _percentile(values, q / 100) for q in (50, 95, 99)},
             "max_ms": 1000 * (values[-1] if values else 0.0),
             "method": "record CreateTime at the publisher's send() -> batch outputs acked"}

@@ -158,8 +158,10 @@ def routers(opts: Options, emit: Callable[[str, Any], None]) -> None:
             emit("ratios", rel)
             emit("profile", {"records": work.profile_records, "bytes": work.profile_bytes})
             if opts.latency:
-                lat = latency.measure(work, tmp, opts.latency_rate, opts.latency_seconds)
-                print(f"latency at {lat['offered_per_s']:,.0f} signals/s offered "
+                lat = latency.measure(work, tmp, opts.latency_rate, opts.latency_seconds,
+                                      opts.workers)
+                print(f"latency, {opts.workers} router processes, at "
+                      f"{lat['offered_per_s']:,.0f} signals/s offered "
                       f"({lat['achieved_per_s']:,.0f} achieved, {lat['signals']} signals): "
                       f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, "
                       f"p99 {lat['p99_ms']:.1f} ms", flush=True)
