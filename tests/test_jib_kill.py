@@ -86,16 +86,25 @@ async def test_sigkill_at_random_times_decides_each_proposal_once_as_an_uninterr
                "PLANR_SIGNING_KEY": str(keys.paths[JIB_OWNER]), "PLANR_LOG_LEVEL": "warning"}
         log = tmp_path / "consensus.log"
         kills: list[int] = []  # the stored offset right after each SIGKILL
-        for _ in range(KILLS):
+
+        async def stored() -> int:
+            return (await db.load_offsets(JIB_CONSENSUS)).get((topics.jib_submissions, 0), 0)
+
+        # Each process is killed a random delay after its stored offset passes a random point
+        # of the stream: the kills land part-way whatever the machine's speed, at a random
+        # time within whatever batch the process is working on, not right after a commit.
+        targets = sorted(rng.sample(range(1, end * 9 // 10), KILLS))
+        for target in targets:
             proc = spawn(env, log)
-            # start-up (a second or two) plus a random share of the work, which the
-            # reference run took ``took`` seconds to do: not aligned to commits
-            await asyncio.sleep(rng.uniform(1.0, 1.5 + took * 0.6))
+            while proc.poll() is None:  # until its stored offset passes the target
+                if await stored() >= target:
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(rng.uniform(0.0, 0.15))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
             await asyncio.to_thread(proc.wait)
-            offsets = await db.load_offsets(JIB_CONSENSUS)
-            kills.append(offsets.get((topics.jib_submissions, 0), 0))
+            kills.append(await stored())
         proc = spawn(env, log)
         await asyncio.to_thread(proc.wait, timeout=180)
         assert proc.returncode == 0, log.read_text()[-2000:]
