@@ -47,7 +47,6 @@ from consumers.ftf.events import (
     Arrival,
     Plan,
     Taken,
-    fingerprint_of,
     judge,
     load_taken,
 )
@@ -148,14 +147,11 @@ class Projector(TrackedConsumer):
     def _delivery(self, rec: ConsumerRecord) -> tuple[str, Arrival]:
         envelope = self._codec.decode(rec.value, DELIVERY)
         view = self._codec.decode(envelope["payload"], FTF_VIEW)
-        return envelope["recipient"], Arrival(
-            rec, view["event_id"], envelope["delivery_id"], envelope["version"], view,
-            envelope["payload"])
+        return envelope["recipient"], Arrival.delivery(rec, envelope, view)
 
     def _retraction(self, rec: ConsumerRecord) -> tuple[str, Arrival]:
         r = self._codec.decode(rec.value, RETRACTION)
-        return r["recipient"], Arrival(rec, r["event_id"], r["delivery_id"], r["version"],
-                                       reason=r["reason"], retracted_at=r["retracted_at"])
+        return r["recipient"], Arrival.retraction_of(rec, r)
 
     async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
         db = self._db
@@ -189,7 +185,7 @@ class Projector(TrackedConsumer):
         duplicates = 0
         for a in arrivals:
             before = taken.get(a.event_id)
-            fingerprint = fingerprint_of(a)
+            fingerprint = a.fingerprint
             action = judge(before, a, fingerprint)
             if action is Action.CONFLICT:
                 self.dead_letter(dead, a.rec, CONFLICT, "id already stored with other content")
