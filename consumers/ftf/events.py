@@ -136,11 +136,11 @@ class Plan:
             self.fresh.append((a, mode))
         else:
             self.touched.add(a.subject_id)
-        self.audits.extend(
-            {"event_id": a.event_id, "version": a.version, "reason": reason,
-             "agency": a.agency, "subject_id": a.subject_id, "detail": detail,
-             "at": a.view["published_at"]}
-            for reason, detail in governance_audits(a.view, mode))
+        for reason, detail in governance_audits(a.view, mode):
+            self.audits.append(
+                {"event_id": a.event_id, "version": a.version, "reason": reason,
+                 "agency": a.agency, "subject_id": a.subject_id, "detail": detail,
+                 "at": a.view["published_at"]})
         return Taken(a.version, fingerprint, False, a.agency, a.subject_id, seq)
 
     def fast(self) -> list[tuple[Arrival, AccessMode]]:
