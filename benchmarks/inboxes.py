@@ -1,7 +1,8 @@
 """Inbox-service throughput on SQLite and PostgreSQL (a benchmark, not a test).
 
 N deliveries to the local taskforces' inboxes (``tfl`` view, spread over four arrondissements'
-topics), signed by a router key, are produced to a real embedded Tansu broker; then a fresh
+topics), signed by a router key (in chunks, as the router signs, and one signature per record,
+on two sets of topics), are produced to a real embedded Tansu broker; then a fresh
 inbox service consumes them all (verify the signature, decode the envelope and the view,
 fingerprint, deduplicate by delivery id, upsert, offsets: one transaction per batch of 2000).
 
@@ -22,7 +23,17 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from benchmarks.projector import _produce, _Timed, bench_pg_url, figures, on_stores, report
+from benchmarks.projector import (
+    SIGNINGS,
+    _produce,
+    _Timed,
+    bench_pg_url,
+    figures,
+    on_stores,
+    report,
+    signed_as,
+    store_key,
+)
 from consumers.inboxes import InboxService
 from consumers.metrics import StoreMetrics
 from consumers.store import Database
@@ -34,7 +45,7 @@ from planr.topics import Topics, provision
 from routing import DEFAULT_POLICY
 from routing.setup import prepare
 from scenarios.ftf import ftf_history, tfl_delivery
-from scenarios.keys import signed, throwaway_keys
+from scenarios.keys import throwaway_keys
 
 ARRONDISSEMENTS = ("brussel", "antwerpen", "oost-vlaanderen", "liege")
 
@@ -68,16 +79,21 @@ async def bench(count: int = 50_000, pg_url: str | None = None) -> dict[str, flo
         keys = throwaway_keys(Path(tmp) / "keys", [ROUTER])
         async with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
             conn = KafkaConnection(broker.bootstrap_servers)
-            topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
-            names = [topics.delivery(Recipient(RecipientClass.TFL, a)) for a in ARRONDISSEMENTS]
-            await provision(conn, topics, names)
-            for i, name in enumerate(names):
-                mine = signals[i :: len(names)]
-                values = [tfl_delivery(setup, s, ARRONDISSEMENTS[i]) for s in mine]
-                await _produce(conn, name, signed(keys.signer(ROUTER), name, values))
+            by_signing = {s: Topics(f"bench{uuid.uuid4().hex[:8]}") for s in SIGNINGS}
+            for signing, topics in by_signing.items():
+                names = [topics.delivery(Recipient(RecipientClass.TFL, a))
+                         for a in ARRONDISSEMENTS]
+                await provision(conn, topics, names)
+                for i, name in enumerate(names):
+                    values = [tfl_delivery(setup, s, ARRONDISSEMENTS[i])
+                              for s in signals[i :: len(names)]]
+                    await _produce(conn, name,
+                                   signed_as(signing, keys.signer(ROUTER), name, values))
             return await on_stores(
                 pg_url, Path(tmp),
-                lambda store, url: _store(conn, topics, url, count, keys.registry, store=store))
+                lambda store, url, signing: _store(
+                    conn, by_signing[signing], url, count, keys.registry,
+                    store=store_key(store, signing)))
 
 
 def run(count: int = 50_000) -> dict[str, float]:

@@ -5,6 +5,11 @@ produced to a real embedded Tansu broker, signed by a router key, then a fresh p
 consumes them all (verify the signature, decode, governance, fiche upserts, contributions,
 offsets: one transaction per batch of 2000).
 
+The deliveries are signed twice, on two topics: in chunks of
+:data:`planr.batching.CHUNK_RECORDS` records, as the router's ``BatchSender`` signs them (the
+figures ``sqlite`` and ``postgresql``), and one signature per record (``sqlite_single``,
+``postgresql_single``: one Ed25519 verification per record, the worst case).
+
     python -m benchmarks.projector [EVENTS]
 
 PostgreSQL is measured when ``PLANR_BENCH_PG_URL`` (or ``PLANR_TEST_PG_URL``) names a server
@@ -12,7 +17,7 @@ PostgreSQL is measured when ``PLANR_BENCH_PG_URL`` (or ``PLANR_TEST_PG_URL``) na
 
 Besides events per second, each store reports the share of the run spent verifying the
 records' signatures (``<store>_verify_share``) and the rate the rest of the projector would
-reach with verification free (``<store>_without_verify``): verification is per record today.
+reach with verification free (``<store>_without_verify``).
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from consumers.ftf.governance import DEFAULT_ACCESS_FILE, AccessConfig
 from consumers.ftf.projector import Projector
 from consumers.metrics import StoreMetrics
 from consumers.store import Database, normalize_url, sqlite_url
+from planr.batching import CHUNK_RECORDS
 from planr.broker import EmbeddedBroker
 from planr.domain import Recipient, RecipientClass
 from planr.kafka import KafkaConnection, make_producer
 from planr.loop import Batch
-from planr.signing import ROUTER, KeyRegistry
+from planr.signing import ROUTER, KeyRegistry, Signer, sign_chunk
 from planr.topics import Topics, provision
 from routing import DEFAULT_POLICY
 from routing.setup import prepare
@@ -56,6 +62,28 @@ async def _produce(conn: KafkaConnection, topic: str, values: list[SignedValue])
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+#: How the benchmark's records are signed: as the router does, and one signature per record.
+SIGNINGS = ("chunk", "single")
+
+
+def signed_as(signing: str, signer: Signer, topic: str, values: list[bytes]
+              ) -> list[SignedValue]:
+    """``values`` with their signature headers: ``chunk`` (as the router's ``BatchSender``
+    signs a topic's records, :data:`CHUNK_RECORDS` at a time) or ``single``."""
+    if signing == "single":
+        return signed(signer, topic, values)
+    out: list[SignedValue] = []
+    for i in range(0, len(values), CHUNK_RECORDS):
+        chunk = values[i : i + CHUNK_RECORDS]
+        out.extend(zip(chunk, sign_chunk(signer, [(topic, v) for v in chunk]), strict=True))
+    return out
+
+
+def store_key(store: str, signing: str) -> str:
+    """The figure's name: ``sqlite`` (chunk-signed, as routed) or ``sqlite_single``."""
+    return store if signing == "chunk" else f"{store}_{signing}"
 
 
 class _Timed:
@@ -113,17 +141,21 @@ async def _pg_database(admin_url: str, name: str, *, drop: bool) -> str:
 
 
 async def on_stores(pg_url: str | None, tmp: Path,
-                    measure: Callable[[str, str], Awaitable[dict[str, float]]]
+                    measure: Callable[[str, str, str], Awaitable[dict[str, float]]]
                     ) -> dict[str, float]:
-    """``measure(store, url)`` on a fresh SQLite file, then on a fresh PostgreSQL database."""
-    results = await measure("sqlite", sqlite_url(tmp))
+    """``measure(store, url, signing)`` for each of :data:`SIGNINGS`, on a fresh SQLite file,
+    then on a fresh PostgreSQL database."""
+    results: dict[str, float] = {}
+    for signing in SIGNINGS:
+        results.update(await measure("sqlite", sqlite_url(tmp, f"{signing}.db"), signing))
     if pg_url:
-        name = f"planr_bench_{uuid.uuid4().hex[:8]}"
-        url = await _pg_database(pg_url, name, drop=False)
-        try:
-            results.update(await measure("postgresql", url))
-        finally:
-            await _pg_database(pg_url, name, drop=True)
+        for signing in SIGNINGS:
+            name = f"planr_bench_{uuid.uuid4().hex[:8]}"
+            url = await _pg_database(pg_url, name, drop=False)
+            try:
+                results.update(await measure("postgresql", url, signing))
+            finally:
+                await _pg_database(pg_url, name, drop=True)
     return results
 
 
@@ -135,13 +167,17 @@ async def bench(events: int = 50_000, pg_url: str | None = None) -> dict[str, fl
         keys = throwaway_keys(Path(tmp) / "keys", [ROUTER])
         async with EmbeddedBroker(log_file=Path(tmp) / "tansu.log") as broker:
             conn = KafkaConnection(broker.bootstrap_servers)
-            topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
-            topic = topics.delivery(Recipient(RecipientClass.FTF_DB))
-            await provision(conn, topics, [topic])
-            await _produce(conn, topic, signed(keys.signer(ROUTER), topic, values))
+            by_signing = {s: Topics(f"bench{uuid.uuid4().hex[:8]}") for s in SIGNINGS}
+            for signing, topics in by_signing.items():
+                topic = topics.delivery(Recipient(RecipientClass.FTF_DB))
+                await provision(conn, topics, [topic])
+                await _produce(conn, topic,
+                               signed_as(signing, keys.signer(ROUTER), topic, values))
             return await on_stores(
                 pg_url, Path(tmp),
-                lambda store, url: _project(conn, topics, url, events, keys.registry, store=store))
+                lambda store, url, signing: _project(
+                    conn, by_signing[signing], url, events, keys.registry,
+                    store=store_key(store, signing)))
 
 
 def bench_pg_url() -> str | None:
@@ -154,9 +190,11 @@ def report(title: str, unit: str, results: dict[str, float]) -> None:
         if store not in results:
             print(f"  {store:<12} (not measured: set PLANR_BENCH_PG_URL)")
             continue
-        print(f"  {store:<12} {results[store]:>10,.0f} {unit}/s  (verification "
-              f"{results[store + '_verify_share']:.0%} of the time; without it "
-              f"{results[store + '_without_verify']:,.0f}/s)")
+        for signing in SIGNINGS:
+            key = store_key(store, signing)
+            print(f"  {store:<12} {signing:<6} {results[key]:>10,.0f} {unit}/s  (verification "
+                  f"{results[key + '_verify_share']:.0%} of the time; without it "
+                  f"{results[key + '_without_verify']:,.0f}/s)")
 
 
 def run(events: int = 50_000) -> dict[str, float]:

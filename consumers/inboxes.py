@@ -23,8 +23,9 @@ from consumers.inbox_rows import Action, Kept, merge, read_stored
 from consumers.metrics import StoreMetrics
 from consumers.outbox import Outbox
 from consumers.store import Database
+from consumers.store.db import chunks_in
 from consumers.store.tables import inbox_deliveries, outbox
-from consumers.tracked import TrackedConsumer
+from consumers.tracked import PREPARE_SLICE, TrackedConsumer
 from planr.domain import Recipient, RecipientClass, all_recipients
 from planr.errors import PlanrError
 from planr.identity import CONFLICT, content_fingerprint
@@ -71,9 +72,34 @@ class InboxService(TrackedConsumer):
                          max_batch=max_batch)
         self.stored = 0
 
-    async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
+    async def prepare(self, batch: Batch, dead: list[dict[str, Any]]
+                      ) -> list[tuple[ConsumerRecord, dict[str, Any], bool]]:
+        """The rows to apply, with whether each is a retraction: decoded (a payload that does
+        not decode is dead-lettered, never stored) and addressed to this topic's recipient;
+        possibly while the batch before is written (:mod:`consumers.tracked`)."""
+        out = []
+        for tp, records in batch.items():
+            expected = str(self._by_topic[tp.topic])
+            for i, rec in enumerate(records, 1):
+                if i % PREPARE_SLICE == 0:
+                    await asyncio.sleep(0)  # let the write in progress go on
+                try:
+                    kind = self._codec.writer_of(rec.value).name
+                    row = (self._retraction_row(rec) if kind == RETRACTION
+                           else self._delivery_row(rec))
+                except PlanrError as exc:
+                    self.dead_letter(dead, rec, exc.reason, str(exc))
+                    continue
+                if row["recipient"] != expected:
+                    self.dead_letter(dead, rec, "recipient_mismatch",
+                                     "delivery addressed to another recipient")
+                    continue
+                out.append((rec, row, kind == RETRACTION))
+        return out
+
+    async def handle(self, conn: AsyncConnection,
+                     arrivals: list[tuple[ConsumerRecord, dict[str, Any], bool]]) -> None:
         dead: list[dict[str, Any]] = []
-        arrivals = self._decode(batch, dead)
         kept = await self._kept(conn, [row["delivery_id"] for _, row, _ in arrivals])
         changed: dict[str, dict[str, Any]] = {}
         duplicates = 0
@@ -104,36 +130,13 @@ class InboxService(TrackedConsumer):
     async def _kept(self, conn: AsyncConnection, ids: list[str]) -> dict[str, Kept]:
         t = inbox_deliveries
         found: dict[str, Kept] = {}
-        for i in range(0, len(ids), 500):
+        for where in chunks_in(self._db.dialect, t.c.delivery_id, ids):
             rows = await conn.execute(
                 select(t.c.delivery_id, t.c.version, t.c.content_hash, t.c.retracted_at)
-                .where(t.c.delivery_id.in_(ids[i : i + 500])))
+                .where(where))
             for r in rows:
                 found[r[0]] = Kept(r[1], r[2], r[3] is not None)
         return found
-
-    def _decode(
-        self, batch: Batch, dead: list[dict[str, Any]]
-    ) -> list[tuple[ConsumerRecord, dict[str, Any], bool]]:
-        """The rows to apply, with whether each is a retraction: decoded (a payload that does
-        not decode is dead-lettered, never stored) and addressed to this topic's recipient."""
-        out = []
-        for tp, records in batch.items():
-            expected = str(self._by_topic[tp.topic])
-            for rec in records:
-                try:
-                    kind = self._codec.writer_of(rec.value).name
-                    row = (self._retraction_row(rec) if kind == RETRACTION
-                           else self._delivery_row(rec))
-                except PlanrError as exc:
-                    self.dead_letter(dead, rec, exc.reason, str(exc))
-                    continue
-                if row["recipient"] != expected:
-                    self.dead_letter(dead, rec, "recipient_mismatch",
-                                     "delivery addressed to another recipient")
-                    continue
-                out.append((rec, row, kind == RETRACTION))
-        return out
 
     def _delivery_row(self, rec: ConsumerRecord) -> dict[str, Any]:
         env = self._codec.decode(rec.value, DELIVERY)

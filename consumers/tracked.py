@@ -11,10 +11,20 @@ Trust: before a subclass sees a batch, every record is checked against the key r
 router, for deliveries) valid at the batch's wall-clock time. A record that is not, or that
 has no value, is dead-lettered in the batch's transaction and changes nothing else; its offset
 is stored with the batch all the same.
+
+Reading ahead: while the database writes one batch (in the driver's thread, or in the server),
+the consumer reads the next batch and prepares it: checks its signatures and runs the
+subclass's :meth:`TrackedConsumer.prepare` (decoding: work that reads no table), in slices that
+give way to the write in progress. Nothing of that batch is written before its own
+transaction, which reads the tables as the previous one committed them: the guarantees above
+are those of one batch at a time. A batch read ahead when a stop is requested is still
+processed and committed before the loop ends; after a failure it is dropped with the process,
+and read again from the stored offsets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -46,17 +56,39 @@ BAD_RECORD_NS = uuid.UUID("a3d0f4be-5d7c-4d67-8b0e-0f6e1d1c7b55")
 CATCH_UP_START_TIMEOUT = 15.0
 
 
+#: records checked (and prepared) between two chances for the write in progress to go on
+PREPARE_SLICE = 128
+
+
+@dataclass
+class Prepared:
+    """A batch made ready outside any transaction: what :meth:`TrackedConsumer.prepare` made of
+    its authentic records (``None``: none), and the dead letters of the others."""
+
+    batch: Batch
+    work: Any
+    dead: list[dict[str, Any]]
+
+
 @dataclass
 class ConsumerStats:
     records: int = 0
     batches: int = 0
     duplicates: int = 0
     bad: int = 0
+    ahead: int = 0  # batches read and prepared while the one before was written
 
 
 class TrackedConsumer(ConsumeLoop):
     """Base class: subclasses implement :meth:`handle` (writes in the given transaction),
-    which sees only records signed by ``expected_owner``, checked against ``registry``."""
+    which sees only records signed by ``expected_owner``, checked against ``registry``, as
+    :meth:`prepare` made them ready."""
+
+    #: read and prepare the next batch while the current one is written (module doc);
+    #: ``None``: only when the store is a server (PostgreSQL). SQLite writes in a thread of
+    #: this process that takes the interpreter lock for every row: preparing meanwhile slowed
+    #: the writes more than it saved (measured, see docs/benchmarks.md)
+    read_ahead: bool | None = None
 
     def __init__(
         self,
@@ -85,9 +117,11 @@ class TrackedConsumer(ConsumeLoop):
         self._consumer: Any = None  # created by start(): no Kafka client until it is used
         super().__init__()
         self._tps: list[TopicPartition] = []
+        self._ahead: Prepared | None = None
         self.stats = ConsumerStats()
 
     async def _open(self) -> None:
+        self._ahead = None
         self._consumer = make_consumer(self._conn, group_id=None, max_records=self._max_batch)
         try:
             await self._consumer.start()
@@ -127,7 +161,16 @@ class TrackedConsumer(ConsumeLoop):
         log.info("store_consumer.assigned", consumer=self.name, partitions=len(tps),
                  resumed=len(tps) - len(fresh))
 
-    async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
+    async def prepare(self, batch: Batch, dead: list[dict[str, Any]]) -> Any:  # noqa: ARG002
+        """What :meth:`handle` gets of the authentic records of ``batch``: work that reads no
+        table (decoding), done outside the transaction, possibly while the previous batch is
+        written; a record refused here goes to ``dead`` (:meth:`dead_letter`). Give way to
+        the loop (``await asyncio.sleep(0)``) every :data:`PREPARE_SLICE` records or so.
+        Default: the batch itself."""
+        return batch
+
+    async def handle(self, conn: AsyncConnection, batch: Any) -> None:
+        """Write what :meth:`prepare` returned, in ``conn``'s transaction."""
         raise NotImplementedError
 
     async def after_commit(self) -> None:
@@ -136,23 +179,62 @@ class TrackedConsumer(ConsumeLoop):
             await self._outbox.flush(self._db)
 
     async def _poll(self) -> Batch:
+        if self._ahead is not None:
+            return self._ahead.batch
         batch: Batch = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms)
         return batch
 
     async def _handle(self, batch: Batch) -> None:
         """The batch's writes and its next offsets, in one transaction (the commit rule: the
-        offsets live in the database, committed with the outputs they cover)."""
+        offsets live in the database, committed with the outputs they cover); meanwhile, the
+        next batch is read and prepared (module doc)."""
+        if self._ahead is not None and self._ahead.batch is batch:
+            prepared, self._ahead = self._ahead, None
+        else:
+            prepared = await self._prepare(batch)
+        reading = None
+        ahead = self.read_ahead if self.read_ahead is not None else (
+            self._db.dialect == "postgresql")
+        if (ahead and self._ahead is None and self._consumer is not None
+                and not self._stop_requested.is_set()):
+            reading = asyncio.ensure_future(self._read_ahead())
+        try:
+            async with self._db.transaction() as conn:
+                if prepared.dead:
+                    await conn.execute(self._db.insert_ignore(outbox_table), prepared.dead)
+                if prepared.work is not None:
+                    await self.handle(conn, prepared.work)
+                await self._db.save_offsets(
+                    conn, self.name,
+                    {(tp.topic, tp.partition): recs[-1].offset + 1
+                     for tp, recs in batch.items()},
+                )
+        except BaseException:
+            if reading is not None:
+                reading.cancel()  # the process fails: what was read ahead is read again
+            raise
+        if reading is not None:
+            await reading
+
+    async def _read_ahead(self) -> None:
+        """The next batch, if one is already fetched, made ready (``self._ahead``)."""
+        batch: Batch = await self._consumer.getmany(timeout_ms=0)
+        if batch:
+            self._ahead = await self._prepare(batch)
+            self.stats.ahead += 1
+
+    async def _prepare(self, batch: Batch) -> Prepared:
+        """Check the signatures of ``batch`` (in slices) then :meth:`prepare` what passed."""
         dead: list[dict[str, Any]] = []
-        authentic = self._authentic(batch, dead)
-        async with self._db.transaction() as conn:
-            if dead:
-                await conn.execute(self._db.insert_ignore(outbox_table), dead)
-            if authentic:
-                await self.handle(conn, authentic)
-            await self._db.save_offsets(
-                conn, self.name,
-                {(tp.topic, tp.partition): recs[-1].offset + 1 for tp, recs in batch.items()},
-            )
+        authentic: Batch = {}
+        for tp, records in batch.items():
+            for i in range(0, len(records), PREPARE_SLICE):
+                for key, kept in self._authentic({tp: records[i : i + PREPARE_SLICE]},
+                                                 dead).items():
+                    authentic.setdefault(key, []).extend(kept)
+                await asyncio.sleep(0)
+        work = await self.prepare(authentic, dead) if authentic else None
+        return Prepared(batch, work, dead)
 
     def _authentic(self, batch: Batch, dead: list[dict[str, Any]]) -> Batch:
         """The records of ``batch`` signed by the expected owner; the others go to ``dead``."""
@@ -197,6 +279,8 @@ class TrackedConsumer(ConsumeLoop):
         await self.after_commit()
 
     async def _end(self) -> None:
+        while self._ahead is not None:  # read ahead before the stop: finish it too
+            await self.process(self._ahead.batch)
         await self.after_commit()
 
     def _result(self) -> ConsumerStats:
@@ -222,7 +306,8 @@ class TrackedConsumer(ConsumeLoop):
         end = await self._consumer.end_offsets(self._tps)
         empty_polls = 0
         while True:
-            batch = await self._consumer.getmany(timeout_ms=300)
+            batch = (self._ahead.batch if self._ahead is not None
+                     else await self._consumer.getmany(timeout_ms=300))
             if batch:
                 await self.process(batch)
                 empty_polls = 0

@@ -28,11 +28,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+#: ``json.dumps(..., sort_keys=True, separators=(",", ":"), default=_plain)``, built once:
+#: ``json.dumps`` with options builds an encoder per call (half the cost of a fingerprint).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_plain)
+
+
 def content_fingerprint(view: Mapping[str, Any]) -> str:
     """The fingerprint of a decoded view record (hex SHA-256)."""
     stable = {k: v for k, v in view.items() if k not in _VOLATILE}
-    text = json.dumps(stable, sort_keys=True, separators=(",", ":"), default=_plain)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(stable).encode()).hexdigest()
 
 
 def same_event(stored_hash: str | None, new_hash: str) -> bool:

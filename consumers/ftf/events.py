@@ -15,6 +15,7 @@ fast path (applied to their fiche as they come) and the subjects whose fiche mus
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumers.ftf.fiche import governance_audits
 from consumers.ftf.governance import AccessMode
 from consumers.inbox_rows import Action, Kept, merge
+from consumers.store.db import chunks_in
 from consumers.store.tables import applied_events
 from planr.identity import content_fingerprint
 
@@ -34,12 +36,13 @@ FEED_DENIED = "feed_denied"
 RETRACTED = "retracted"
 #: The reason of the retractions that follow OCAM's removal of a subject.
 REMOVED_FROM_DATABASE = "removed_from_database"
-_CHUNK = 500
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Arrival:
-    """One decoded record of the ``ftf-db`` topic: a delivery (``view`` set) or a retraction."""
+    """One decoded record of the ``ftf-db`` topic: a delivery (``view`` set) or a retraction.
+    What the projector reads of it again and again (subject, agency, the content fingerprint)
+    is computed once, when it is decoded: :meth:`delivery`, :meth:`retraction_of`."""
 
     rec: ConsumerRecord
     event_id: str
@@ -49,18 +52,25 @@ class Arrival:
     payload: bytes | None = None  # the view as delivered (Avro)
     reason: str | None = None  # of a retraction
     retracted_at: datetime | None = None
+    subject_id: str = ""  # of a delivery's view ("" for a retraction)
+    agency: str = ""  # of a delivery's view ("" for a retraction)
+    fingerprint: str | None = None  # of a delivery's view (planr.identity)
+
+    @classmethod
+    def delivery(cls, rec: ConsumerRecord, envelope: Mapping[str, Any],
+                 view: dict[str, Any]) -> Arrival:
+        return cls(rec, view["event_id"], envelope["delivery_id"], envelope["version"], view,
+                   envelope["payload"], subject_id=str(view["subject"]["id"]),
+                   agency=str(view["agency"]), fingerprint=content_fingerprint(view))
+
+    @classmethod
+    def retraction_of(cls, rec: ConsumerRecord, r: Mapping[str, Any]) -> Arrival:
+        return cls(rec, r["event_id"], r["delivery_id"], r["version"], reason=r["reason"],
+                   retracted_at=r["retracted_at"])
 
     @property
     def retraction(self) -> bool:
         return self.view is None
-
-    @property
-    def subject_id(self) -> str:
-        return str(self.view["subject"]["id"]) if self.view is not None else ""
-
-    @property
-    def agency(self) -> str:
-        return str(self.view["agency"]) if self.view is not None else ""
 
 
 @dataclass(frozen=True)
@@ -77,13 +87,11 @@ class Taken:
 
 async def load_taken(conn: AsyncConnection, event_ids: list[str]) -> dict[str, Taken]:
     t = applied_events
-    wanted = sorted(set(event_ids))
     found: dict[str, Taken] = {}
-    for i in range(0, len(wanted), _CHUNK):
+    for where in chunks_in(conn.dialect.name, t.c.event_id, event_ids):
         rows = await conn.execute(
             select(t.c.event_id, t.c.version, t.c.content_hash, t.c.outcome, t.c.agency,
-                   t.c.subject_id, t.c.topic_partition, t.c.topic_offset)
-            .where(t.c.event_id.in_(wanted[i : i + _CHUNK])))
+                   t.c.subject_id, t.c.topic_partition, t.c.topic_offset).where(where))
         for r in rows:
             found[r[0]] = Taken(r[1], r[2], r[3] == RETRACTED, r[4], r[5], (r[6], r[7]))
     return found
@@ -128,20 +136,16 @@ class Plan:
             self.fresh.append((a, mode))
         else:
             self.touched.add(a.subject_id)
-        self.audits.extend(
-            {"event_id": a.event_id, "version": a.version, "reason": reason,
-             "agency": a.agency, "subject_id": a.subject_id, "detail": detail,
-             "at": a.view["published_at"]}
-            for reason, detail in governance_audits(a.view, mode))
+        for reason, detail in governance_audits(a.view, mode):
+            self.audits.append(
+                {"event_id": a.event_id, "version": a.version, "reason": reason,
+                 "agency": a.agency, "subject_id": a.subject_id, "detail": detail,
+                 "at": a.view["published_at"]})
         return Taken(a.version, fingerprint, False, a.agency, a.subject_id, seq)
 
     def fast(self) -> list[tuple[Arrival, AccessMode]]:
         """The first versions whose subject is not rebuilt: applied as they come."""
         return [(a, m) for a, m in self.fresh if a.subject_id not in self.touched]
-
-
-def fingerprint_of(a: Arrival) -> str | None:
-    return content_fingerprint(a.view) if a.view is not None else None
 
 
 def _event_row(a: Arrival, fingerprint: str | None, outcome: str,

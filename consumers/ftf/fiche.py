@@ -16,7 +16,7 @@ from __future__ import annotations
 import calendar
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,7 @@ def add_months(when: datetime, months: int) -> datetime:
 
 
 def join_labels(values: Any) -> str:
-    return ",".join(sorted(str(v) for v in values or ()))
+    return ",".join(sorted(map(str, values))) if values else ""
 
 
 def split_labels(text: str) -> frozenset[str]:
@@ -101,14 +101,14 @@ class Fiche:
         return out
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
-    """What one event does: the new fiche, its contribution row, audits, a removal."""
+    """What one event does: the new fiche, its contribution row, a removal. (Its governance
+    audits depend on the record alone: :func:`governance_audits`.)"""
 
     outcome: str  # applied | feed_denied
     fiche: Fiche | None
     contribution: dict[str, Any] | None = None
-    audits: list[tuple[str, str]] = field(default_factory=list)
     removal: dict[str, Any] | None = None
 
 
@@ -151,9 +151,8 @@ def governance_audits(view: Mapping[str, Any], mode: AccessMode) -> list[tuple[s
 
 def apply(fiche: Fiche | None, view: Mapping[str, Any], mode: AccessMode) -> Outcome:
     """Apply one ``FtfDbView`` record from a service with access ``mode`` to ``fiche``."""
-    audits = governance_audits(view, mode)
     if not mode.feeds:
-        return Outcome("feed_denied", fiche, audits=audits)
+        return Outcome("feed_denied", fiche)
     event_id: str = view["event_id"]
     occurred: datetime = view["occurred_at"]
     subject = view["subject"]
@@ -184,7 +183,7 @@ def apply(fiche: Fiche | None, view: Mapping[str, Any], mode: AccessMode) -> Out
         if f.state == INCLUDED and f.basis == SERIOUS_INDICATIONS
         else None
     )
-    return Outcome("applied", f, contribution_row(view), audits, removal)
+    return Outcome("applied", f, contribution_row(view), removal)
 
 
 def _decide(

@@ -31,6 +31,7 @@ records, outbox messages and next input offsets are written in one database tran
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -47,7 +48,6 @@ from consumers.ftf.events import (
     Arrival,
     Plan,
     Taken,
-    fingerprint_of,
     judge,
     load_taken,
 )
@@ -68,7 +68,7 @@ from consumers.store.tables import (
 from consumers.store.tables import (
     outbox as outbox_table,
 )
-from consumers.tracked import TrackedConsumer
+from consumers.tracked import PREPARE_SLICE, TrackedConsumer
 from planr.domain import Recipient, RecipientClass
 from planr.errors import PlanrError
 from planr.identity import CONFLICT
@@ -124,12 +124,13 @@ class Projector(TrackedConsumer):
             self._metrics.ftf_overdue.set(await count_overdue(self._db, datetime.now(UTC)))
             await refresh_gauges(self._db, self._metrics)
 
-    def _decode(self, batch: Batch, dead: list[dict[str, Any]]) -> list[Arrival]:
-        """The deliveries and retractions of ``batch`` addressed to the common database (by the
-        writer schema of each record); anything else is dead-lettered."""
+    async def prepare(self, batch: Batch, dead: list[dict[str, Any]]) -> list[Arrival]:
+        """The deliveries and retractions of ``batch`` addressed to the common database,
+        decoded and fingerprinted (by the writer schema of each record; possibly while the
+        previous batch is written); anything else is dead-lettered."""
         items = []
         for records in batch.values():
-            for rec in records:
+            for i, rec in enumerate(records, 1):
                 try:
                     if self._codec.writer_of(rec.value).name == RETRACTION:
                         recipient, arrival = self._retraction(rec)
@@ -143,24 +144,22 @@ class Projector(TrackedConsumer):
                     self.dead_letter(dead, rec, exc.reason, str(exc))
                     continue
                 items.append(arrival)
+                if i % PREPARE_SLICE == 0:
+                    await asyncio.sleep(0)  # let the write in progress go on
         return items
 
     def _delivery(self, rec: ConsumerRecord) -> tuple[str, Arrival]:
         envelope = self._codec.decode(rec.value, DELIVERY)
         view = self._codec.decode(envelope["payload"], FTF_VIEW)
-        return envelope["recipient"], Arrival(
-            rec, view["event_id"], envelope["delivery_id"], envelope["version"], view,
-            envelope["payload"])
+        return envelope["recipient"], Arrival.delivery(rec, envelope, view)
 
     def _retraction(self, rec: ConsumerRecord) -> tuple[str, Arrival]:
         r = self._codec.decode(rec.value, RETRACTION)
-        return r["recipient"], Arrival(rec, r["event_id"], r["delivery_id"], r["version"],
-                                       reason=r["reason"], retracted_at=r["retracted_at"])
+        return r["recipient"], Arrival.retraction_of(rec, r)
 
-    async def handle(self, conn: AsyncConnection, batch: Batch) -> None:
+    async def handle(self, conn: AsyncConnection, arrivals: list[Arrival]) -> None:
         db = self._db
         out_rows: list[dict[str, Any]] = []
-        arrivals = self._decode(batch, out_rows)
         plan = self._plan(arrivals, await load_taken(conn, [a.event_id for a in arrivals]),
                           out_rows)
         inserts = [r for e, r in plan.rows.items() if e in plan.inserts]
@@ -189,7 +188,7 @@ class Projector(TrackedConsumer):
         duplicates = 0
         for a in arrivals:
             before = taken.get(a.event_id)
-            fingerprint = fingerprint_of(a)
+            fingerprint = a.fingerprint
             action = judge(before, a, fingerprint)
             if action is Action.CONFLICT:
                 self.dead_letter(dead, a.rec, CONFLICT, "id already stored with other content")

@@ -21,6 +21,7 @@ from consumers.ftf.events import APPLIED
 from consumers.ftf.fiche import REMOVED, Fiche, apply
 from consumers.ftf.governance import AccessMode
 from consumers.store import Database
+from consumers.store.db import chunks_in
 from consumers.store.tables import applied_events, contributions, fiches
 from planr.errors import PlanrError
 from schemas.codec import Codec
@@ -47,11 +48,9 @@ class Rebuilt:
 
 
 async def load_fiches(conn: AsyncConnection, subject_ids: Iterable[str]) -> dict[str, Fiche]:
-    wanted = sorted(set(subject_ids))
     out: dict[str, Fiche] = {}
-    for i in range(0, len(wanted), _CHUNK):
-        rows = await conn.execute(
-            select(fiches).where(fiches.c.subject_id.in_(wanted[i : i + _CHUNK])))
+    for where in chunks_in(conn.dialect.name, fiches.c.subject_id, subject_ids):
+        rows = await conn.execute(select(fiches).where(where))
         for r in rows.mappings():
             out[r["subject_id"]] = Fiche.from_row(r)
     return out

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Table, event, func, select, text
+from sqlalchemy import ColumnElement, Connection, Table, any_, event, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -187,12 +187,26 @@ class Database(Service):
         self, conn: AsyncConnection, key: Any, value: Any, keys: Iterable[str]
     ) -> dict[str, Any]:
         """``{key: value}`` of the rows whose ``key`` column is among ``keys`` (chunked)."""
-        wanted = list(keys)
         found: dict[str, Any] = {}
-        for i in range(0, len(wanted), _CHUNK):
-            rows = await conn.execute(select(key, value).where(key.in_(wanted[i : i + _CHUNK])))
+        for where in chunks_in(self.dialect, key, keys):
+            rows = await conn.execute(select(key, value).where(where))
             found.update((r[0], r[1]) for r in rows)
         return found
+
+
+def chunks_in(dialect: str, column: Any, values: Iterable[str]
+              ) -> Iterator[ColumnElement[bool]]:
+    """``column IN values`` as few conditions as the dialect allows: on PostgreSQL one (an array
+    parameter, ``column = ANY($1)``: the same statement text whatever the count, so asyncpg
+    prepares it once), on SQLite one ``IN`` list per :data:`_CHUNK` values."""
+    wanted = sorted(set(values))
+    if not wanted:
+        return
+    if dialect == "postgresql":
+        yield column == any_(literal(wanted, postgresql.ARRAY(column.type)))
+        return
+    for i in range(0, len(wanted), _CHUNK):
+        yield column.in_(wanted[i : i + _CHUNK])
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
