@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import CollectorRegistry
 
+import planr.signing
 from consumers.ledger import StoreLedger
 from consumers.store import Database, sqlite_url
 from planr.broker import EmbeddedBroker
@@ -150,3 +152,17 @@ async def ledger(tmp_path: Path) -> AsyncIterator[StoreLedger]:
     """The router's ledger, in a fresh SQLite store of this test."""
     async with Database(sqlite_url(tmp_path / "ledger", "ledger.db")) as db:
         yield StoreLedger(db)
+
+
+@pytest.fixture
+def ed25519_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Counts the Ed25519 verifications the registry really performs (a spy, not a stub)."""
+    calls: list[bytes] = []
+    real = planr.signing._verifies
+
+    def counting(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+        calls.append(message)
+        return real(public, signature, message)
+
+    monkeypatch.setattr(planr.signing, "_verifies", counting)
+    return calls

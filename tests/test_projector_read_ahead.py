@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -17,10 +18,12 @@ from consumers.ftf.projector import Projector
 from consumers.store import Database
 from consumers.store.tables import consumer_offsets
 from planr.domain import Recipient, RecipientClass
-from planr.kafka import make_producer
+from planr.kafka import KafkaConnection, make_producer
 from planr.signing import ROUTER, sign_chunk
-from planr.topics import provision
+from planr.topics import Topics, provision
+from routing.setup import RoutingSetup
 from scenarios.ftf import ftf_delivery, ftf_history
+from scenarios.keys import KeyRing
 from tests.test_event_identity import Stream
 from tests.test_store_batching import FTF, projector, values
 from tests.test_store_helpers import BACKENDS, dump, store_url
@@ -94,13 +97,20 @@ def live_projector(db, codec, keys, conn, topics) -> Projector:
     return p
 
 
-async def test_reading_ahead_gives_the_tables_of_one_record_per_batch(
-    db, ref, codec, keys, routing_setup, conn, topics
-):
+async def published_history(conn: KafkaConnection, topics: Topics, keys: KeyRing,
+                            routing_setup: RoutingSetup) -> tuple[str, list[Any]]:
+    """The ``ftf-db`` topic, and the history produced on it, signed by the router."""
     topic = topics.delivery(Recipient(RecipientClass.FTF_DB))
     records = history(routing_setup)
     await provision(conn, topics, [topic])
     await produce(conn, topic, keys.signer(ROUTER), records)
+    return topic, records
+
+
+async def test_reading_ahead_gives_the_tables_of_one_record_per_batch(
+    db, ref, codec, keys, routing_setup, conn, topics
+):
+    topic, records = await published_history(conn, topics, keys, routing_setup)
     live = live_projector(db, codec, keys, conn, topics)
     async with live:
         stats = await live.catch_up()
@@ -115,10 +125,7 @@ async def test_reading_ahead_gives_the_tables_of_one_record_per_batch(
 async def test_a_batch_read_ahead_before_a_stop_is_committed_before_the_loop_ends(
     db, ref, codec, keys, routing_setup, conn, topics
 ):
-    topic = topics.delivery(Recipient(RecipientClass.FTF_DB))
-    records = history(routing_setup)
-    await provision(conn, topics, [topic])
-    await produce(conn, topic, keys.signer(ROUTER), records)
+    topic, records = await published_history(conn, topics, keys, routing_setup)
     live = live_projector(db, codec, keys, conn, topics)
     first = live.after_commit
 

@@ -16,7 +16,6 @@ import pytest
 from aiokafka.partitioner import murmur2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import planr.signing
 from planr import merkle
 from planr.batching import partition_hash
 from planr.errors import UsageError
@@ -75,20 +74,6 @@ def registry(raw_keys):
 @pytest.fixture
 def signer(raw_keys):
     return Signer(raw_keys["vsse"], key_id=KEY_ID, owner="vsse")
-
-
-@pytest.fixture
-def ed25519_checks(monkeypatch):
-    """Counts the Ed25519 verifications the registry really performs (a spy, not a stub)."""
-    calls: list[bytes] = []
-    real = planr.signing._verifies
-
-    def counting(public, signature, message):
-        calls.append(message)
-        return real(public, signature, message)
-
-    monkeypatch.setattr(planr.signing, "_verifies", counting)
-    return calls
 
 
 Hdrs = list[tuple[str, bytes]]

@@ -14,7 +14,6 @@ import pytest
 from aiokafka.partitioner import murmur2
 from prometheus_client import CollectorRegistry
 
-import planr.signing
 from consumers.reader import read_topic
 from planr.batching import CHUNK_RECORDS, BatchSender
 from planr.domain import Agency
@@ -30,19 +29,6 @@ from schemas.names import SIGNAL
 
 pytestmark = pytest.mark.kafka
 
-
-@pytest.fixture
-def ed25519_checks(monkeypatch):
-    """Counts the Ed25519 verifications the registry really performs (a spy, not a stub)."""
-    calls: list[bytes] = []
-    real = planr.signing._verifies
-
-    def counting(public, signature, message):
-        calls.append(message)
-        return real(public, signature, message)
-
-    monkeypatch.setattr(planr.signing, "_verifies", counting)
-    return calls
 
 async def test_batch_sender_signs_per_topic_chunks_and_every_record_reads_back_verified(
     conn: KafkaConnection, topics: Topics, keys: KeyRing, ed25519_checks: list[bytes]
