@@ -18,7 +18,7 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_writer
 
-from planr.errors import UsageError
+from planr.errors import EncodeError, UsageError
 from schemas.codec import MAGIC, KnownSchema
 
 #: The zero count that closes an array (an empty array is only this).
@@ -27,7 +27,12 @@ ARRAY_END = b"\x00"
 
 def _encode(schema: Any, value: Any) -> bytes:
     out = io.BytesIO()
-    schemaless_writer(out, schema, value)
+    try:
+        schemaless_writer(out, schema, value)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # fastavro's message may quote the value: keep only the schema and the error type
+        name = schema.get("name", "value") if isinstance(schema, dict) else schema
+        raise EncodeError(f"record does not fit {name} ({type(exc).__name__})") from None
     return out.getvalue()
 
 

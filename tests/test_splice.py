@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from planr.domain import Recipient
-from planr.errors import UsageError
+from planr.errors import EncodeError, UsageError
 from routing.encoders import AuditEncoder, DeliveryEncoder
 from routing.engine import Decision
 from routing.outputs import audit, envelope, epoch_micros
@@ -100,3 +100,14 @@ def test_an_array_block_count_is_at_least_one():
     assert array_count(64) == b"\x80\x01"
     with pytest.raises(UsageError):
         array_count(0)
+
+
+def test_a_value_that_does_not_fit_is_refused_without_quoting_it():
+    secret = "summary text that must not leak"
+    runs = Runs.of(CODEC.store.current(DELIVERY), [
+        ("delivery_id", "event_id"), ("recipient", "rule", "rules"),
+        ("policy_version", "routed_at"), ("view",), ("payload", "version")])
+    with pytest.raises(EncodeError) as caught:
+        runs.encode(4, {"payload": secret, "version": 1})  # a str where bytes are due
+    assert secret not in str(caught.value)
+    assert "Delivery__run4" in str(caught.value)
