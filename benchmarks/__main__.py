@@ -37,6 +37,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--events", type=int, default=50_000, help="events (projector, inboxes)")
     p.add_argument("--latency-rate", type=float, default=2_000.0, help="signals/s offered")
     p.add_argument("--latency-seconds", type=float, default=15.0, help="seconds offered")
+    p.add_argument("--latency-curve", type=float, nargs="*", default=[250.0, 1_000.0],
+                   help="lower rates (signals/s) also measured, before --latency-rate")
+    p.add_argument("--fetch-wait-ms", type=int, default=10,
+                   help="PLANR_FETCH_MAX_WAIT_MS of the latency routers")
     p.add_argument("--quick", action="store_true",
                    help="a tiny run proving the suite works: 500 signals, 1 round, "
                         "1 s of latency, 500 events")
@@ -45,6 +49,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.signals, args.rounds, args.events, args.latency_seconds = 500, 1, 500, 1.0
+        args.latency_curve = []
     if args.signals < 1 or args.rounds < 1 or args.workers < 1 or args.events < 1:
         p.error("--signals, --rounds, --workers and --events must be at least 1")
     return args
@@ -83,7 +88,9 @@ def main(argv: list[str]) -> int:
     configure_logging("console", "warning")  # figures, not the components' chatter
     parts = args.parts or list(PARTS)
     opts = suite.Options(signals=args.signals, rounds=args.rounds, workers=args.workers,
-                         latency_rate=args.latency_rate, latency_seconds=args.latency_seconds)
+                         latency_rate=args.latency_rate, latency_seconds=args.latency_seconds,
+                         latency_curve=tuple(args.latency_curve),
+                         fetch_wait_ms=args.fetch_wait_ms)
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(),
                                "conditions": suite.conditions(opts) | {"events": args.events}}
     emit: Callable[[str, Any], None] = results.__setitem__

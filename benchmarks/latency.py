@@ -72,13 +72,17 @@ async def _ready(ready: Any) -> None:
 
 
 def measure(work: Workload, tmp: Path, rate: float, seconds: float,
-            processes: int = 1) -> dict[str, Any]:
+            processes: int = 1, *, fetch_max_wait_ms: int = 500,
+            prefix: str = PREFIX) -> dict[str, Any]:
     """p50/p95/p99 latency in milliseconds at ``rate`` signals/s offered for ``seconds``,
-    routed by ``processes`` router processes."""
-    topics = Topics(PREFIX)
+    routed by ``processes`` router processes whose consumers let the broker hold an empty
+    fetch ``fetch_max_wait_ms`` (``PLANR_FETCH_MAX_WAIT_MS``), in topic namespace
+    ``prefix`` (one per measurement)."""
+    topics = Topics(prefix)
     asyncio.run(provision(work.conn, topics))
-    child = Child(work.conn.bootstrap_servers, PREFIX, "lat-router", work.keys.registry_path,
-                  work.keys.path(ROUTER), tmp / "lat-ledger", until_idle=5.0, latency=True)
+    child = Child(work.conn.bootstrap_servers, prefix, f"{prefix}-router",
+                  work.keys.registry_path, work.keys.path(ROUTER), tmp / "lat-ledger",
+                  until_idle=5.0, latency=True, fetch_max_wait_ms=fetch_max_wait_ms)
     child.ledger_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(migrate_ledger(child.ledger_dir))
     procs, results, ready = start(child, processes)
@@ -88,7 +92,7 @@ def measure(work: Workload, tmp: Path, rate: float, seconds: float,
     parts = collect(procs, results)
     values = sorted(v for p in parts for v in p["latencies"])
     return {"offered_per_s": rate, "achieved_per_s": achieved, "signals": len(values),
-            "processes": processes,
+            "processes": processes, "fetch_max_wait_ms": fetch_max_wait_ms,
             **{f"p{q}_ms": 1000 * _percentile(values, q / 100) for q in (50, 95, 99)},
             "max_ms": 1000 * (values[-1] if values else 0.0),
             "method": "record CreateTime at the publisher's send() -> batch outputs acked"}

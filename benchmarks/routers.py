@@ -49,6 +49,8 @@ class Child:
     ledger_dir: Path
     until_idle: float
     latency: bool = False
+    #: PLANR_FETCH_MAX_WAIT_MS of the process (Tansu holds an empty fetch this long)
+    fetch_max_wait_ms: int = 500
     #: write every output record sent, (topic, partition, key, value, headers), here (pickle)
     capture: Path | None = None
 
@@ -132,7 +134,8 @@ async def _route(child: Child, ready: Any) -> dict[str, Any]:
     registry = KeyRegistry.load(child.registry)
     # the shipped default (PLANR_SESSION_TIMEOUT_MS): a long batch on a busy machine must not
     # get a worker expelled from the group mid-batch
-    conn = KafkaConnection(child.bootstrap, session_timeout_ms=10_000)
+    conn = KafkaConnection(child.bootstrap, session_timeout_ms=10_000,
+                           fetch_max_wait_ms=child.fetch_max_wait_ms)
     async with Database(sqlite_url(child.ledger_dir, "ledger.db")) as db:
         router = TimedRouter(latency=child.latency, ready=ready,
                              capture=child.capture is not None, conn=conn,

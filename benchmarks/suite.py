@@ -33,6 +33,10 @@ class Options:
     latency_rate: float = 2_000.0
     latency_seconds: float = 15.0
     latency: bool = True
+    #: lower offered loads measured too, before ``latency_rate`` (where the knee is)
+    latency_curve: tuple[float, ...] = (250.0, 1_000.0)
+    #: PLANR_FETCH_MAX_WAIT_MS of the latency routers (Tansu holds an empty fetch this long)
+    fetch_wait_ms: int = 10
 
 
 def order(workers: int, with_quix: bool) -> list[str]:
@@ -158,14 +162,23 @@ def routers(opts: Options, emit: Callable[[str, Any], None]) -> None:
             emit("ratios", rel)
             emit("profile", {"records": work.profile_records, "bytes": work.profile_bytes})
             if opts.latency:
-                lat = latency.measure(work, tmp, opts.latency_rate, opts.latency_seconds,
-                                      opts.workers)
-                print(f"latency, {opts.workers} router processes, at "
-                      f"{lat['offered_per_s']:,.0f} signals/s offered "
-                      f"({lat['achieved_per_s']:,.0f} achieved, {lat['signals']} signals): "
-                      f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, "
-                      f"p99 {lat['p99_ms']:.1f} ms", flush=True)
-                emit("latency", lat)
+                _latency(work, tmp, opts, emit)
+
+
+def _latency(work: Workload, tmp: Path, opts: Options, emit: Callable[[str, Any], None]) -> None:
+    """p50/p95/p99 at each rate of the curve, then at ``latency_rate`` (the target's)."""
+    curve = []
+    for i, rate in enumerate([*opts.latency_curve, opts.latency_rate]):
+        lat = latency.measure(work, tmp / f"lat{i}", rate, opts.latency_seconds, opts.workers,
+                              fetch_max_wait_ms=opts.fetch_wait_ms, prefix=f"lat{i}")
+        print(f"latency, {opts.workers} router processes, fetch wait {opts.fetch_wait_ms} ms, "
+              f"at {lat['offered_per_s']:,.0f} signals/s offered "
+              f"({lat['achieved_per_s']:,.0f} achieved, {lat['signals']} signals): "
+              f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, "
+              f"p99 {lat['p99_ms']:.1f} ms", flush=True)
+        curve.append(lat)
+    emit("latency", curve[-1])
+    emit("latency_curve", curve)
 
 
 def conditions(opts: Options) -> dict[str, Any]:

@@ -53,6 +53,7 @@ class Context:
                 sasl_username=s.sasl_username,
                 sasl_password=s.sasl_password,
                 session_timeout_ms=s.session_timeout_ms,
+                fetch_max_wait_ms=s.fetch_max_wait_ms,
                 ssl_cafile=s.ssl_cafile,
                 ssl_certfile=s.ssl_certfile,
                 ssl_keyfile=s.ssl_keyfile,

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
                     "(Apache Kafka refuses less than its group.min.session.timeout.ms, 6 s by "
                     "default).",
     )
+    fetch_max_wait_ms: int = Field(
+        default=500, ge=0, le=30_000,
+        description="How long a broker may hold a consumer's fetch that found nothing new; "
+                    "Kafka answers as soon as a record arrives, Tansu only after the whole "
+                    "wait, so lower it on Tansu when latency matters.",
+    )
     signing_key: Path | None = Field(
         default=None,
         description="This process's Ed25519 private key file (PEM); its name is the key id.",

@@ -71,6 +71,12 @@ class KafkaConnection:
     #: Tansu completes a group join after half the session timeout: 6 s (the Kafka minimum)
     #: keeps joins at ~3 s on the embedded broker.
     session_timeout_ms: int = 10_000
+    #: How long a broker may hold a fetch that found nothing new. Apache Kafka answers as soon
+    #: as a record arrives, so its default (500) costs no latency there; Tansu holds the fetch
+    #: for the whole wait, so a consumer on it sees each record up to this long after it was
+    #: written (docs/benchmarks.md: lower it there when latency matters; each idle consumer
+    #: then fetches more often).
+    fetch_max_wait_ms: int = 500
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
@@ -81,6 +87,8 @@ class KafkaConnection:
     def __post_init__(self) -> None:
         if not self.bootstrap_servers.strip():
             raise UsageError("bootstrap_servers is empty")
+        if not 0 <= self.fetch_max_wait_ms <= 30_000:
+            raise UsageError(f"fetch_max_wait_ms {self.fetch_max_wait_ms} is not within 0-30000")
         if self.idempotence not in IDEMPOTENCE_MODES:
             raise UsageError(
                 f"idempotence {self.idempotence!r} is not one of " + ", ".join(IDEMPOTENCE_MODES)
@@ -276,6 +284,7 @@ def make_consumer(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=max_records,
+        fetch_max_wait_ms=conn.fetch_max_wait_ms,
         session_timeout_ms=conn.session_timeout_ms,
         heartbeat_interval_ms=max(500, conn.session_timeout_ms // 4),
     )

@@ -34,3 +34,4 @@ def test_quick_suite_measures_every_implementation_with_the_planr_outputs(tmp_pa
     assert runs["planr1"]["outputs"] > data["conditions"]["signals"]  # fan-out happened
     assert runs["floor"]["outputs"] == runs["planr1"]["outputs"] == runs["planr2"]["outputs"]
     assert data["latency"]["signals"] > 0
+    assert data["latency_curve"] == [data["latency"]]  # --quick: the target rate only
