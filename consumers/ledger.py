@@ -21,6 +21,13 @@ from consumers.store.tables import ledger_consultations, ledger_events, ledger_h
 from routing.lifecycle import EventState, Holding, Markings
 
 _CHUNK = 500
+#: An event's row with each of its holdings (none: the holding columns are NULL).
+_LOAD = select(
+    ledger_events,
+    ledger_holdings.c.recipient, ledger_holdings.c.delivery_id,
+    ledger_holdings.c.version.label("held_version"), ledger_holdings.c.active,
+).select_from(ledger_events.outerjoin(
+    ledger_holdings, ledger_holdings.c.event_id == ledger_events.c.event_id))
 CONSULTATION_NS = uuid.UUID("4c1b7e0a-9d3f-4a57-bb2e-1f6e0c9d8a73")
 
 
@@ -50,23 +57,25 @@ class StoreLedger:
         self.db = db
 
     async def load(self, event_ids: Iterable[str]) -> dict[str, EventState]:
-        """The known states of these events, with their holdings."""
+        """The known states of these events, with their holdings: one query per chunk of
+        events (each event's row joined to its holdings), so one round trip to the store for
+        a batch (each costs a hop to the driver's thread on SQLite)."""
         wanted = sorted(set(event_ids))
         states: dict[str, EventState] = {}
         async with self.db.engine.connect() as conn:
             for i in range(0, len(wanted), _CHUNK):
-                chunk = wanted[i : i + _CHUNK]
-                rows = await conn.execute(
-                    select(ledger_events).where(ledger_events.c.event_id.in_(chunk)))
+                rows = await conn.execute(_LOAD.where(
+                    ledger_events.c.event_id.in_(wanted[i : i + _CHUNK])))
                 for r in rows.mappings():
-                    states[r["event_id"]] = EventState(
-                        r["event_id"], r["agency"], r["subject_id"], r["version"],
-                        bool(r["withdrawn"]), r["fingerprint"], _markings(r))
-                held = await conn.execute(
-                    select(ledger_holdings).where(ledger_holdings.c.event_id.in_(chunk)))
-                for h in held.mappings():
-                    states[h["event_id"]].holdings[h["recipient"]] = Holding(
-                        h["recipient"], h["delivery_id"], h["version"], bool(h["active"]))
+                    state = states.get(r["event_id"])
+                    if state is None:
+                        state = states[r["event_id"]] = EventState(
+                            r["event_id"], r["agency"], r["subject_id"], r["version"],
+                            bool(r["withdrawn"]), r["fingerprint"], _markings(r))
+                    if r["recipient"] is not None:  # an event with no holding yet
+                        state.holdings[r["recipient"]] = Holding(
+                            r["recipient"], r["delivery_id"], r["held_version"],
+                            bool(r["active"]))
         return states
 
     async def save(self, states: Sequence[EventState], at: datetime) -> None:

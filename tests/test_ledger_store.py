@@ -57,3 +57,19 @@ async def test_consultation_by_subject_is_logged_with_ids_only(ledger):
     log = await ledger.consultations()
     assert [(c["operator"], c["query"], c["query_id"], c["rows"]) for c in log] == [
         ("comite-r", "subject", "P-1", 2)]
+
+
+async def test_a_load_larger_than_one_query_returns_every_state_with_its_holdings(ledger):
+    states = []
+    for n in range(1_201):  # three chunks of the load's query
+        recipients = [f"tfl:{a}" for a in ("brussel", "antwerpen", "gent")[: n % 4]]
+        if recipients:
+            s, _ = after_routing(None, event_id=f"e{n:05d}", agency="vsse",
+                                 subject_id=f"P-{n % 7}", version=1 + n % 3, fingerprint="f",
+                                 markings=M, allowed={r: f"d{n}-{r}" for r in recipients})
+        else:
+            s, _ = after_withdrawal(None, event_id=f"e{n:05d}", agency="ocam", version=1)
+        states.append(s)
+    await ledger.save(states, AT)
+    loaded = await ledger.load([s.event_id for s in states] + ["unknown"])
+    assert loaded == {s.event_id: s for s in states}
