@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.signing import VerifyKey
 from prometheus_client import CollectorRegistry
 
 import planr.signing
@@ -160,7 +160,7 @@ def ed25519_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     calls: list[bytes] = []
     real = planr.signing._verifies
 
-    def counting(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    def counting(public: VerifyKey, signature: bytes, message: bytes) -> bool:
         calls.append(message)
         return real(public, signature, message)
 
