@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         default=500, ge=0, le=30_000,
         description="How long a broker may hold a consumer's fetch that found nothing new; "
-                    "Kafka answers as soon as a record arrives, Tansu only after the whole "
-                    "wait, so lower it on Tansu when latency matters.",
+                    "Kafka answers as soon as a record arrives, Tansu much later, so lower it "
+                    "on Tansu when latency matters.",
     )
     signing_key: Path | None = Field(
         default=None,

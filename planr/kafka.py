@@ -72,8 +72,8 @@ class KafkaConnection:
     #: keeps joins at ~3 s on the embedded broker.
     session_timeout_ms: int = 10_000
     #: How long a broker may hold a fetch that found nothing new. Apache Kafka answers as soon
-    #: as a record arrives, so its default (500) costs no latency there; Tansu holds the fetch
-    #: for the whole wait, so a consumer on it sees each record up to this long after it was
+    #: as a record arrives, so its default (500) costs no latency there; Tansu answers much
+    #: later, so a consumer on it sees a trickle of records up to this long after they were
     #: written (docs/benchmarks.md: lower it there when latency matters; each idle consumer
     #: then fetches more often).
     fetch_max_wait_ms: int = 500

@@ -1,6 +1,6 @@
 """PLANR_FETCH_MAX_WAIT_MS: how long a broker may hold a consumer's fetch that found nothing.
 
-Tansu answers such a fetch only when the wait is over (Kafka as soon as a record arrives), so
+Tansu answers such a fetch much later than Kafka (which answers as soon as a record arrives), so
 the setting bounds how late a consumer on the embedded broker sees a record. It is checked,
 named when wrong, and reaches every consumer the project makes."""
 
