@@ -28,6 +28,7 @@ from routing import DEFAULT_POLICY
 from routing.setup import RoutingSetup, prepare
 from scenarios.keys import KeyRing, throwaway_keys
 from schemas.codec import Codec
+from tests.test_store_helpers import BACKENDS, store_url
 
 #: Background deletions of finished tests' topics, joined before the broker stops.
 _DROPS: list[threading.Thread] = []
@@ -166,3 +167,27 @@ def ed25519_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
     monkeypatch.setattr(planr.signing, "_verifies", counting)
     return calls
+
+
+# ---- a store under test and an oracle's store, on the same back-end -----------------------
+# Tests that compare a consumer's store with an independent one's (batched against one by one,
+# read ahead against not) take ``db`` and ``ref``; a test file may define its own ``db``.
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def db(backend: str, tmp_path: Path) -> AsyncIterator[Database]:
+    """The store under test (SQLite, or a fresh PostgreSQL database)."""
+    async with store_url(backend, tmp_path / "db") as url, Database(url) as database:
+        yield database
+
+
+@pytest.fixture
+async def ref(backend: str, tmp_path: Path) -> AsyncIterator[Database]:
+    """The oracle's store, on the same back-end, separate from ``db``."""
+    async with store_url(backend, tmp_path / "ref") as url, Database(url) as database:
+        yield database

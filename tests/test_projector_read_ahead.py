@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import select
 
 from consumers.ftf.projector import Projector
-from consumers.store import Database
 from consumers.store.tables import consumer_offsets
 from planr.domain import Recipient, RecipientClass
 from planr.kafka import KafkaConnection, make_producer
@@ -26,28 +25,11 @@ from scenarios.ftf import ftf_delivery, ftf_history
 from scenarios.keys import KeyRing
 from tests.test_event_identity import Stream
 from tests.test_store_batching import FTF, projector, values
-from tests.test_store_helpers import BACKENDS, dump, store_url
+from tests.test_store_helpers import dump
 
 pytestmark = pytest.mark.kafka
 
 BATCH = 16
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-async def db(backend, tmp_path):
-    async with store_url(backend, tmp_path / "read-ahead") as url, Database(url) as database:
-        yield database
-
-
-@pytest.fixture
-async def ref(backend, tmp_path):
-    async with store_url(backend, tmp_path / "one-by-one") as url, Database(url) as database:
-        yield database
 
 
 def history(setup) -> list[bytes]:

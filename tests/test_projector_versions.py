@@ -32,7 +32,7 @@ from scenarios.keys import KeyRing
 from schemas.models import SignalIn
 from schemas.names import DEAD_LETTER, DELIVERY, FTF_REMOVAL
 from tests.test_event_identity import Stream
-from tests.test_store_helpers import BACKENDS, dump, store_url
+from tests.test_store_helpers import dump
 
 TOPICS = Topics("life")
 FTF = Recipient(RecipientClass.FTF_DB)
@@ -41,24 +41,6 @@ AT = datetime(2026, 11, 29, tzinfo=UTC)
 OCAM, VSSE, POLFED = Agency.OCAM, Agency.VSSE, Agency.POLFED
 INCLUDE = {"action": "include", "threat_level": 3, "basis": "serious_indications"}
 DEFAULT_ACCESS = AccessConfig.load(DEFAULT_ACCESS_FILE)
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-async def db(backend, tmp_path):
-    async with store_url(backend, tmp_path / "db") as url, Database(url) as database:
-        yield database
-
-
-@pytest.fixture
-async def ref(backend, tmp_path):
-    """The oracle's database, on the same back-end."""
-    async with store_url(backend, tmp_path / "oracle") as url, Database(url) as database:
-        yield database
 
 
 @pytest.fixture

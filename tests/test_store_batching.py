@@ -32,7 +32,7 @@ from scenarios.ftf import ftf_delivery, retraction_record, tfl_delivery
 from schemas.models import SignalIn
 from schemas.names import DELIVERY
 from tests.test_event_identity import Stream
-from tests.test_store_helpers import BACKENDS, dump, store_url
+from tests.test_store_helpers import dump, store_url
 
 TOPICS = Topics("batching")
 FTF = Recipient(RecipientClass.FTF_DB)
@@ -53,23 +53,6 @@ SCRIPT = [
     (3, 2, False, Agency.OCAM), (3, 2, False, Agency.OCAM),  # back after the retraction
     (8, 1, True, Agency.POLFED),  # a retraction of an event never seen
 ]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    return request.param
-
-
-@pytest.fixture
-async def db(backend, tmp_path):
-    async with store_url(backend, tmp_path / "batched") as url, Database(url) as database:
-        yield database
-
-
-@pytest.fixture
-async def ref(backend, tmp_path):
-    async with store_url(backend, tmp_path / "one-by-one") as url, Database(url) as database:
-        yield database
 
 
 def sig(n: int, version: int, agency: Agency) -> SignalIn:
