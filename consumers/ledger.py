@@ -12,22 +12,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 
 from consumers.store import Database
 from consumers.store.tables import ledger_consultations, ledger_events, ledger_holdings
 from routing.lifecycle import EventState, Holding, Markings
 
 _CHUNK = 500
-#: An event's row with each of its holdings (none: the holding columns are NULL).
+#: The rows of some events (``ids``), each with each of its holdings (none: the holding
+#: columns are NULL).
 _LOAD = select(
     ledger_events,
     ledger_holdings.c.recipient, ledger_holdings.c.delivery_id,
     ledger_holdings.c.version.label("held_version"), ledger_holdings.c.active,
 ).select_from(ledger_events.outerjoin(
-    ledger_holdings, ledger_holdings.c.event_id == ledger_events.c.event_id))
+    ledger_holdings, ledger_holdings.c.event_id == ledger_events.c.event_id)
+).where(ledger_events.c.event_id.in_(bindparam("ids", expanding=True)))  # built once
 CONSULTATION_NS = uuid.UUID("4c1b7e0a-9d3f-4a57-bb2e-1f6e0c9d8a73")
 
 
@@ -50,6 +53,30 @@ def _event_row(s: EventState) -> dict[str, Any]:
     }
 
 
+def _load(conn: Connection, wanted: list[str]) -> dict[str, EventState]:
+    states: dict[str, EventState] = {}
+    for i in range(0, len(wanted), _CHUNK):
+        for r in conn.execute(_LOAD, {"ids": wanted[i : i + _CHUNK]}).mappings():
+            state = states.get(r["event_id"])
+            if state is None:
+                state = states[r["event_id"]] = EventState(
+                    r["event_id"], r["agency"], r["subject_id"], r["version"],
+                    bool(r["withdrawn"]), r["fingerprint"], _markings(r))
+            if r["recipient"] is not None:  # an event with no holding yet
+                state.holdings[r["recipient"]] = Holding(
+                    r["recipient"], r["delivery_id"], r["held_version"], bool(r["active"]))
+    return states
+
+
+_Rows = tuple[Any, list[dict[str, Any]]]  # a statement and its rows
+
+
+def _save(conn: Connection, events: _Rows, holdings: _Rows) -> None:
+    for stmt, rows in (events, holdings):
+        if rows:
+            conn.execute(stmt, rows)
+
+
 class StoreLedger:
     """The ledger on a :class:`~consumers.store.Database` (SQLite or PostgreSQL)."""
 
@@ -58,25 +85,12 @@ class StoreLedger:
 
     async def load(self, event_ids: Iterable[str]) -> dict[str, EventState]:
         """The known states of these events, with their holdings: one query per chunk of
-        events (each event's row joined to its holdings), so one round trip to the store for
-        a batch (each costs a hop to the driver's thread on SQLite)."""
+        events (each event's row joined to its holdings), all in one unit of work
+        (:meth:`Database.run`: one round trip to the driver's thread on SQLite)."""
         wanted = sorted(set(event_ids))
-        states: dict[str, EventState] = {}
-        async with self.db.engine.connect() as conn:
-            for i in range(0, len(wanted), _CHUNK):
-                rows = await conn.execute(_LOAD.where(
-                    ledger_events.c.event_id.in_(wanted[i : i + _CHUNK])))
-                for r in rows.mappings():
-                    state = states.get(r["event_id"])
-                    if state is None:
-                        state = states[r["event_id"]] = EventState(
-                            r["event_id"], r["agency"], r["subject_id"], r["version"],
-                            bool(r["withdrawn"]), r["fingerprint"], _markings(r))
-                    if r["recipient"] is not None:  # an event with no holding yet
-                        state.holdings[r["recipient"]] = Holding(
-                            r["recipient"], r["delivery_id"], r["held_version"],
-                            bool(r["active"]))
-        return states
+        if not wanted:
+            return {}
+        return await self.db.run(partial(_load, wanted=wanted))
 
     async def save(self, states: Sequence[EventState], at: datetime) -> None:
         """Write the states and holdings of a batch's events, in one transaction."""
@@ -86,11 +100,10 @@ class StoreLedger:
         holdings = [{"event_id": s.event_id, "recipient": h.recipient,
                      "delivery_id": h.delivery_id, "version": h.version, "active": h.active,
                      "changed_at": at} for s in states for h in s.holdings.values()]
-        async with self.db.transaction() as conn:
-            await conn.execute(self.db.upsert(ledger_events, ["event_id"]), events)
-            if holdings:
-                await conn.execute(self.db.upsert(ledger_holdings, ["event_id", "recipient"]),
-                                   holdings)
+        await self.db.run(partial(
+            _save, events=(self.db.upsert(ledger_events, ["event_id"]), events),
+            holdings=(self.db.upsert(ledger_holdings, ["event_id", "recipient"]), holdings),
+        ), write=True)
 
     async def subject_events(self, subject_id: str) -> list[str]:
         """The events about one subject (for retractions when OCAM removes the person)."""
