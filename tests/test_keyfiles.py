@@ -27,7 +27,6 @@ from planr.keyfiles import (
 )
 from planr.signing import (
     KeyRegistry,
-    SignatureError,
     Signer,
     sign_headers,
     verify_record,
@@ -38,23 +37,6 @@ from tests.signing_helpers import NOW, T0, T1, TOPIC, VALUE, entry
 @pytest.fixture
 def keys():
     return {"vsse": Ed25519PrivateKey.generate(), "router": Ed25519PrivateKey.generate()}
-
-
-@pytest.fixture
-def registry(keys):
-    return KeyRegistry([
-        entry("vsse-2026-01", "vsse", keys["vsse"]),
-        entry("router-2026-01", "router", keys["router"]),
-    ])
-
-
-@pytest.fixture
-def signer(keys):
-    return Signer(keys["vsse"], key_id="vsse-2026-01", owner="vsse")
-
-
-def _detail(exc_info: pytest.ExceptionInfo[SignatureError]) -> str:
-    return exc_info.value.detail_reason
 
 
 # --- key files ---------------------------------------------------------------------------
