@@ -12,6 +12,7 @@ from sqlalchemy import Connection, insert, select
 
 from consumers.store import Database
 from consumers.store.tables import consumer_offsets
+from planr.errors import StoreError
 from tests.test_store_helpers import BACKENDS, store_url
 
 
@@ -76,6 +77,20 @@ async def test_on_sqlite_a_unit_waits_for_the_write_lock_off_the_event_loop(tmp_
             ticker.cancel()
         assert thread != threading.current_thread().name
         assert await _stored(db) == {2}
+
+
+async def test_a_unit_on_a_stopped_store_is_refused(url):
+    db = Database(url)
+    with pytest.raises(StoreError, match="not started"):
+        await db.run(_add(4), write=True)
+    async with db:
+        await db.run(_add(4), write=True)
+    with pytest.raises(StoreError, match="not started"):
+        await db.run(_add(5), write=True)
+    with pytest.raises(StoreError, match="not started"):  # a read as well
+        await db.run(lambda conn: conn.execute(select(consumer_offsets)).all())
+    async with Database(url) as again:
+        assert await _stored(again) == {4}
 
 
 async def test_stopping_the_store_ends_its_sqlite_thread(tmp_path):

@@ -161,6 +161,8 @@ class Database(Service):
         (``write``) or one read snapshot. On an SQLite file in one hop to a thread of its own
         (:mod:`consumers.store.inthread`: a few rows read or written take one round trip
         instead of eight to eleven); elsewhere through the async engine (``run_sync``)."""
+        if self._writer is None:
+            raise StoreError("the store is not started: call start() first")
         if self._thread is not None:
             return await self._thread.run(fn, write=write)
         if write:
