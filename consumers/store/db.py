@@ -15,14 +15,14 @@ import stat
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Table, any_, func, literal, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from consumers.store.inthread import SqliteThread, sqlite_pragmas
+from consumers.store.inthread import BUSY_TIMEOUT, SqliteThread, T, sqlite_pragmas
 from consumers.store.tables import consumer_offsets
 from planr.errors import StoreError
 from planr.lifecycle import Service
@@ -30,7 +30,6 @@ from planr.lifecycle import Service
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _PG_MIGRATION_LOCK = 0x504C414E52  # "PLANR": serialises concurrent upgrades on PostgreSQL
 _CHUNK = 500
-T = TypeVar("T")
 
 
 def sqlite_url(data_dir: Path, name: str = "planr.db") -> str:
@@ -115,7 +114,7 @@ class Database(Service):
             if path and path != ":memory:":
                 private_file(Path(path))
             engine = create_async_engine(
-                self.url, connect_args={"timeout": 60}, pool_size=1, max_overflow=0
+                self.url, connect_args={"timeout": BUSY_TIMEOUT}, pool_size=1, max_overflow=0
             )
             sqlite_pragmas(engine.sync_engine)
         else:
@@ -175,23 +174,25 @@ class Database(Service):
 
     def insert_ignore(self, table: Table) -> Any:
         """``INSERT ... ON CONFLICT DO NOTHING`` for this dialect (built once per table)."""
-        key = ("ignore", table.name, ())
-        stmt = self._statements.get(key)
-        if stmt is None:
-            stmt = self._statements[key] = self._insert(table).on_conflict_do_nothing()
-        return stmt
+        return self._built(("ignore", table.name, ()),
+                           lambda: self._insert(table).on_conflict_do_nothing())
 
     def upsert(self, table: Table, keys: Sequence[str]) -> Any:
         """``INSERT ... ON CONFLICT (keys) DO UPDATE`` setting every other column (built once
         per table and keys)."""
-        key = ("upsert", table.name, tuple(keys))
-        stmt = self._statements.get(key)
-        if stmt is None:
+        def build() -> Any:
             insert = self._insert(table)
             others = {c.name: insert.excluded[c.name] for c in table.columns
                       if c.name not in keys}
-            stmt = self._statements[key] = insert.on_conflict_do_update(
-                index_elements=list(keys), set_=others)
+            return insert.on_conflict_do_update(index_elements=list(keys), set_=others)
+
+        return self._built(("upsert", table.name, tuple(keys)), build)
+
+    def _built(self, key: tuple[str, str, tuple[str, ...]], build: Callable[[], Any]) -> Any:
+        """The statement ``key``, built by ``build`` the first time."""
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = build()
         return stmt
 
     def _insert(self, table: Table) -> Any:
@@ -212,17 +213,16 @@ class Database(Service):
         """Store next offsets in ``conn``'s transaction; an offset never moves backwards."""
         if not offsets:
             return
-        key = ("offsets", consumer_offsets.name, ())
-        stmt = self._statements.get(key)
-        if stmt is None:
+        def build() -> Any:
             insert = self._insert(consumer_offsets)
             biggest = func.greatest if self.dialect == "postgresql" else func.max
-            stmt = self._statements[key] = insert.on_conflict_do_update(
+            return insert.on_conflict_do_update(
                 index_elements=["consumer", "topic", "partition"],
                 set_={"next_offset": biggest(consumer_offsets.c.next_offset,
                                              insert.excluded.next_offset)},
             )
-        await conn.execute(stmt, [
+
+        await conn.execute(self._built(("offsets", consumer_offsets.name, ()), build), [
             {"consumer": consumer, "topic": t, "partition": p, "next_offset": o}
             for (t, p), o in offsets.items()
         ])

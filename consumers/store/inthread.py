@@ -60,6 +60,7 @@ class SqliteThread:
         self._url = make_url(url).set(drivername="sqlite")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="planr-sqlite")
         self._engine: Engine | None = None  # made and used in the thread only
+        self._writer: Engine | None = None  # the same, with the write option set
 
     async def run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """``fn(conn)`` in one write transaction (``write``: committed if ``fn`` returns,
@@ -69,13 +70,14 @@ class SqliteThread:
         return await loop.run_in_executor(self._executor, self._run, fn, write)
 
     def _run(self, fn: Callable[[Connection], T], write: bool) -> T:
-        engine = self._engine
-        if engine is None:
+        engine, writer = self._engine, self._writer
+        if engine is None or writer is None:
             engine = self._engine = create_engine(
                 self._url, connect_args={"timeout": BUSY_TIMEOUT}, pool_size=1, max_overflow=0)
             sqlite_pragmas(engine)
+            writer = self._writer = engine.execution_options(planr_write=True)
         if write:
-            with engine.execution_options(planr_write=True).begin() as conn:
+            with writer.begin() as conn:
                 return fn(conn)
         with engine.connect() as conn:
             return fn(conn)
@@ -90,4 +92,4 @@ class SqliteThread:
     def _dispose(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
-            self._engine = None
+            self._engine = self._writer = None
