@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 
 from consumers.store import Database
+from consumers.store.bulk import BulkStatement
 from consumers.store.tables import ledger_consultations, ledger_events, ledger_holdings
 from routing.lifecycle import EventState, Holding, Markings
 
@@ -42,15 +43,19 @@ def _markings(row: Any) -> Markings | None:
                     frozenset(n for n in (row["named"] or "").split(",") if n))
 
 
-def _event_row(s: EventState) -> dict[str, Any]:
+_EVENT_COLUMNS = ("event_id", "agency", "subject_id", "version", "withdrawn", "fingerprint",
+                  "classification", "handling", "tlp", "local_sharing", "named")
+_HOLDING_COLUMNS = ("event_id", "recipient", "delivery_id", "version", "active", "changed_at")
+
+
+def _event_row(s: EventState) -> tuple[Any, ...]:
+    """The row of ``s``, in the order of :data:`_EVENT_COLUMNS`."""
     m = s.markings
-    return {
-        "event_id": s.event_id, "agency": s.agency, "subject_id": s.subject_id,
-        "version": s.version, "withdrawn": s.withdrawn, "fingerprint": s.fingerprint,
-        "classification": m.classification if m else None, "handling": m.handling if m else None,
-        "tlp": m.tlp if m else None, "local_sharing": m.local_sharing if m else None,
-        "named": ",".join(sorted(m.named)) if m else None,
-    }
+    if m is None:
+        return (s.event_id, s.agency, s.subject_id, s.version, s.withdrawn, s.fingerprint,
+                None, None, None, None, None)
+    return (s.event_id, s.agency, s.subject_id, s.version, s.withdrawn, s.fingerprint,
+            m.classification, m.handling, m.tlp, m.local_sharing, ",".join(sorted(m.named)))
 
 
 def _load(conn: Connection, wanted: list[str]) -> dict[str, EventState]:
@@ -68,13 +73,12 @@ def _load(conn: Connection, wanted: list[str]) -> dict[str, EventState]:
     return states
 
 
-_Rows = tuple[Any, list[dict[str, Any]]]  # a statement and its rows
+_Rows = tuple[BulkStatement, list[tuple[Any, ...]]]  # a statement and its rows
 
 
 def _save(conn: Connection, events: _Rows, holdings: _Rows) -> None:
     for stmt, rows in (events, holdings):
-        if rows:
-            conn.execute(stmt, rows)
+        stmt.execute(conn, rows)
 
 
 class StoreLedger:
@@ -82,6 +86,7 @@ class StoreLedger:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._upserts: tuple[BulkStatement, BulkStatement] | None = None  # on the first save
 
     async def load(self, event_ids: Iterable[str]) -> dict[str, EventState]:
         """The known states of these events, with their holdings: one query per chunk of
@@ -96,14 +101,18 @@ class StoreLedger:
         """Write the states and holdings of a batch's events, in one transaction."""
         if not states:
             return
+        if self._upserts is None:  # the driver binds the rows (consumers/store/bulk.py)
+            self._upserts = (
+                BulkStatement(self.db.upsert(ledger_events, ["event_id"]), ledger_events,
+                              _EVENT_COLUMNS),
+                BulkStatement(self.db.upsert(ledger_holdings, ["event_id", "recipient"]),
+                              ledger_holdings, _HOLDING_COLUMNS))
         events = [_event_row(s) for s in states]
-        holdings = [{"event_id": s.event_id, "recipient": h.recipient,
-                     "delivery_id": h.delivery_id, "version": h.version, "active": h.active,
-                     "changed_at": at} for s in states for h in s.holdings.values()]
-        await self.db.run(partial(
-            _save, events=(self.db.upsert(ledger_events, ["event_id"]), events),
-            holdings=(self.db.upsert(ledger_holdings, ["event_id", "recipient"]), holdings),
-        ), write=True)
+        holdings = [(s.event_id, h.recipient, h.delivery_id, h.version, h.active, at)
+                    for s in states for h in s.holdings.values()]
+        upsert_events, upsert_holdings = self._upserts
+        await self.db.run(partial(_save, events=(upsert_events, events),
+                                  holdings=(upsert_holdings, holdings)), write=True)
 
     async def subject_events(self, subject_id: str) -> list[str]:
         """The events about one subject (for retractions when OCAM removes the person)."""
