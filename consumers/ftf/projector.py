@@ -165,9 +165,9 @@ class Projector(TrackedConsumer):
         inserts = [r for e, r in plan.rows.items() if e in plan.inserts]
         updates = [r for e, r in plan.rows.items() if e not in plan.inserts]
         if inserts:
-            await conn.execute(applied_events.insert(), inserts)
+            await db.bulk(applied_events).execute_async(conn, inserts)
         if updates:
-            await conn.execute(db.upsert(applied_events, ["event_id"]), updates)
+            await db.bulk(applied_events, upsert=["event_id"]).execute_async(conn, updates)
         await self._apply_fresh(conn, plan.fast(), out_rows)
         if plan.touched:
             await self._rebuild(conn, plan, out_rows)
@@ -225,10 +225,10 @@ class Projector(TrackedConsumer):
             if result.removal is not None:
                 self._removal(out_rows, result.removal)
         if contrib:
-            await conn.execute(self._db.insert_ignore(contributions), contrib)
+            await self._db.bulk(contributions, ignore=True).execute_async(conn, contrib)
         if changed:
-            await conn.execute(self._db.upsert(fiches, ["subject_id"]),
-                               [state[s].row() for s in sorted(changed)])
+            await self._db.bulk(fiches, upsert=["subject_id"]).execute_async(
+                conn, [state[s].row() for s in sorted(changed)])
 
     async def _rebuild(self, conn: AsyncConnection, plan: Plan,
                        out_rows: list[dict[str, Any]]) -> None:

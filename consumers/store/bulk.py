@@ -11,34 +11,40 @@ SQLAlchemy would have given it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from operator import itemgetter
+from typing import Any, cast
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True)
 class _Compiled:
     sql: str
-    #: for each positional parameter of ``sql``, the index of its value in a caller's row
+    #: for each positional parameter of ``sql``, the index of its value in a tuple row
     order: tuple[int, ...]
-    #: (index in a caller's row, the column type's bind processor), where there is one
+    #: a mapping row's values, in the order of ``sql``'s parameters
+    getter: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    #: (position in ``sql``'s parameters, the column type's bind processor), where there is one
     procs: tuple[tuple[int, Callable[[Any], Any]], ...]
-    #: the caller's order is the statement's: rows go to the driver as they are
+    #: tuple rows are in ``sql``'s order already
     same_order: bool
 
 
 class BulkStatement:
-    """An insert or upsert of ``table`` whose rows are tuples in the order of ``columns``.
+    """An insert or upsert of ``table`` whose rows are tuples in the order of ``columns``, or
+    mappings with exactly those keys (default: every column of ``table``).
 
     Built once (per store and statement); :meth:`execute` is safe from any thread.
     """
 
-    def __init__(self, stmt: Any, table: Table, columns: Sequence[str]) -> None:
+    def __init__(self, stmt: Any, table: Table, columns: Sequence[str] | None = None) -> None:
         self._stmt = stmt
         self._table = table
-        self.columns = tuple(columns)
+        self.columns = tuple(table.c.keys() if columns is None else columns)
+        self._keys = frozenset(self.columns)
         self._compiled: dict[str, _Compiled] = {}
 
     def _compile(self, conn: Connection) -> _Compiled:
@@ -48,30 +54,48 @@ class BulkStatement:
         if names is None:  # pragma: no cover - every dialect of the project is positional
             raise TypeError(f"{dialect.name}: a positional paramstyle is needed")
         where = {c: i for i, c in enumerate(self.columns)}
-        procs = []
-        for i, c in enumerate(self.columns):
-            proc = self._table.c[c].type.dialect_impl(dialect).bind_processor(dialect)
-            if proc is not None:
-                procs.append((i, proc))
         order = tuple(where[n] for n in names)
-        return _Compiled(compiled.string, order, tuple(procs), order == tuple(range(len(order))))
+        procs = []
+        for pos, name in enumerate(names):
+            proc = self._table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None:
+                procs.append((pos, proc))
+        getter = itemgetter(*names) if len(names) > 1 else (lambda m: (m[names[0]],))
+        return _Compiled(compiled.string, order, getter, tuple(procs),
+                         order == tuple(range(len(order))))
 
-    def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
-        """Every row (a tuple in the order of :attr:`columns`), in ``conn``'s transaction."""
+    def execute(self, conn: Connection,
+                rows: Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]) -> None:
+        """Every row, in ``conn``'s transaction (no statement when there is none)."""
         if not rows:
             return
         key = f"{conn.dialect.name}+{conn.dialect.driver}"
         c = self._compiled.get(key)
         if c is None:
             c = self._compiled[key] = self._compile(conn)
-        order, procs = c.order, c.procs
-        if procs:
-            rows = _processed(rows, procs)
-        if c.same_order:
-            params = [tuple(row) for row in rows]
+        params: list[Any]
+        if isinstance(rows[0], Mapping):
+            params = [c.getter(self._checked(row))
+                      for row in cast(Sequence[Mapping[str, Any]], rows)]
+        elif c.same_order:
+            params = list(rows)
         else:
-            params = [tuple(row[i] for i in order) for row in rows]
-        conn.exec_driver_sql(c.sql, params)
+            params = [tuple(row[i] for i in c.order)
+                      for row in cast(Sequence[Sequence[Any]], rows)]
+        if c.procs:
+            params = _processed(params, c.procs)
+        conn.exec_driver_sql(c.sql, [tuple(p) for p in params])
+
+    async def execute_async(self, conn: AsyncConnection,
+                            rows: Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]) -> None:
+        """:meth:`execute` on an asynchronous connection."""
+        if rows:
+            await conn.run_sync(self.execute, rows)
+
+    def _checked(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        if len(row) != len(self.columns) or row.keys() != self._keys:
+            raise ValueError(f"{self._table.name}: a row's keys are not the statement's columns")
+        return row
 
 
 def _processed(rows: Sequence[Sequence[Any]],

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from consumers.store.bulk import BulkStatement
 from consumers.store.inthread import BUSY_TIMEOUT, SqliteThread, T, sqlite_pragmas
 from consumers.store.tables import consumer_offsets
 from planr.errors import StoreError
@@ -187,6 +188,22 @@ class Database(Service):
             return insert.on_conflict_do_update(index_elements=list(keys), set_=others)
 
         return self._built(("upsert", table.name, tuple(keys)), build)
+
+    def bulk(self, table: Table, *, upsert: Sequence[str] = (), ignore: bool = False
+             ) -> BulkStatement:
+        """Rows of every column of ``table`` bound by the driver (:mod:`.bulk`): a plain
+        insert, an upsert on the keys ``upsert``, or an insert ignoring conflicts (built once
+        per table and kind)."""
+        def build() -> BulkStatement:
+            if upsert:
+                return BulkStatement(self.upsert(table, upsert), table)
+            if ignore:
+                return BulkStatement(self.insert_ignore(table), table)
+            return BulkStatement(self._insert(table), table)
+
+        kind = "bulk-upsert" if upsert else "bulk-ignore" if ignore else "bulk-insert"
+        built: BulkStatement = self._built((kind, table.name, tuple(upsert)), build)
+        return built
 
     def _built(self, key: tuple[str, str, tuple[str, ...]], build: Callable[[], Any]) -> Any:
         """The statement ``key``, built by ``build`` the first time."""
