@@ -118,8 +118,8 @@ class InboxService(TrackedConsumer):
             self.stats.duplicates += duplicates
             self._metrics.duplicates.labels(self.name).inc(duplicates)
         if changed:
-            await conn.execute(self._db.upsert(inbox_deliveries, ["delivery_id"]),
-                               list(changed.values()))
+            await self._db.bulk(inbox_deliveries, upsert=["delivery_id"]).execute_async(
+                conn, list(changed.values()))
             classes = Counter(r["recipient"].split(":")[0] for r in changed.values())
             for cls, n in classes.items():
                 self._metrics.inbox_stored.labels(cls).inc(n)

@@ -150,7 +150,7 @@ class NtfAggregator(TrackedConsumer):
                 added[(row["period"], row["arrondissement"], ph)] += 1
             self._metrics.ntf_facts.labels("late" if late else "counted").inc()
         if fresh:
-            await conn.execute(ntf_events.insert(), fresh)
+            await self._db.bulk(ntf_events).execute_async(conn, fresh)
             await self._add_counts(conn, added)
             self.facts += len(fresh)
         if dead:
@@ -165,8 +165,8 @@ class NtfAggregator(TrackedConsumer):
             {(r["period"], r["arrondissement"], r["phenomenon"]): r["count"]
              for r in rows.mappings()})
         totals.update(added)
-        upsert = self._db.upsert(ntf_counts, ["period", "arrondissement", "phenomenon"])
-        await conn.execute(upsert, [
+        upsert = self._db.bulk(ntf_counts, upsert=["period", "arrondissement", "phenomenon"])
+        await upsert.execute_async(conn, [
             {"period": p, "arrondissement": a, "phenomenon": ph, "count": totals[(p, a, ph)]}
             for p, a, ph in sorted(added)
         ])
