@@ -208,21 +208,17 @@ class Engine:
         out: list[Decision] = []
         for slot in self._candidate_slots(f):
             r = slot.recipient
-            forbids: list[str] = []
-            permits: list[str] = []
-            for i, rule in slot.rules:
+            matched = 0  # a bit per matching rule, in the slot's order
+            for bit, (i, signal_conditions, recipient_conditions) in slot.checks:
                 ok = signal_ok.get(i)
                 if ok is None:
-                    ok = signal_ok[i] = all(p(f, r) for p in rule.signal_conditions)
-                if ok and all(p(f, r) for p in rule.recipient_conditions):
-                    (forbids if rule.forbid else permits).append(rule.id)
-            if forbids:
-                out.append(Decision(r, False, forbids[0], tuple(forbids), slot.view, slot.id))
-            elif permits:
-                out.append(Decision(r, True, permits[0], tuple(permits), slot.view, slot.id))
-            else:
-                out.append(Decision(r, False, DEFAULT_DENY, (DEFAULT_DENY,), slot.view,
-                                    slot.id))
+                    ok = signal_ok[i] = all(p(f, r) for p in signal_conditions)
+                if ok and all(p(f, r) for p in recipient_conditions):
+                    matched |= bit
+            decision = slot.decisions.get(matched)
+            if decision is None:
+                decision = slot.decision(matched)
+            out.append(decision)
         return tuple(out)
 
     def _slot(self, r: Recipient) -> _Slot:
@@ -277,14 +273,41 @@ def _remit_index(slots: tuple[_Slot, ...],
     return index
 
 
-@dataclass(frozen=True, slots=True)
 class _Slot:
-    """A recipient with what deciding for it needs: its id, the rules that apply, its view."""
+    """A recipient with what deciding for it needs: its id, the rules that apply (each with
+    its conditions, split as :class:`CompiledRule` splits them), its view, and its decisions
+    by the set of its rules that matched (a bit per rule: few distinct sets recur)."""
 
-    recipient: Recipient
-    id: str
-    rules: tuple[tuple[int, CompiledRule], ...]
-    view: str
+    __slots__ = ("checks", "decisions", "id", "recipient", "rules", "view")
+
+    def __init__(self, recipient: Recipient, rid: str,
+                 rules: tuple[tuple[int, CompiledRule], ...], view: str) -> None:
+        self.recipient, self.id, self.rules, self.view = recipient, rid, rules, view
+        self.checks = tuple((1 << k, (i, rule.signal_conditions, rule.recipient_conditions))
+                            for k, (i, rule) in enumerate(rules))
+        self.decisions: dict[int, Decision] = {}
+
+    def decision(self, matched: int) -> Decision:
+        """The decision when the rules of the bits of ``matched`` match: a matching forbid
+        overrides every permit, and no match denies (remembered, up to a bound)."""
+        hits = [rule for k, (_, rule) in enumerate(self.rules) if matched >> k & 1]
+        forbids = tuple(rule.id for rule in hits if rule.forbid)
+        permits = tuple(rule.id for rule in hits if not rule.forbid)
+        r, view, rid = self.recipient, self.view, self.id
+        if forbids:
+            d = Decision(r, False, forbids[0], forbids, view, rid)
+        elif permits:
+            d = Decision(r, True, permits[0], permits, view, rid)
+        else:
+            d = Decision(r, False, DEFAULT_DENY, (DEFAULT_DENY,), view, rid)
+        if len(self.decisions) < _DECISIONS_PER_SLOT:
+            self.decisions[matched] = d
+        return d
+
+
+#: Bound on the decisions a slot remembers (the distinct sets of matching rules; a handful in
+#: practice, the bound only guards against a pathological policy).
+_DECISIONS_PER_SLOT = 1_024
 
 
 _AGENCIES = frozenset(a.value for a in Agency)
