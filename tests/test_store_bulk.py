@@ -10,6 +10,7 @@ from sqlalchemy import Connection, select
 
 from consumers.store.bulk import BulkStatement
 from consumers.store.tables import ledger_holdings
+from planr.errors import UsageError
 
 AT = datetime(2026, 12, 7, 21, 30, 15, 123456, tzinfo=UTC)
 COLUMNS = ("event_id", "recipient", "delivery_id", "version", "active", "changed_at")
@@ -93,3 +94,22 @@ async def test_bulk_converts_each_rows_own_value(db):
     await db.run(lambda conn: stmt.execute(conn, rows), write=True)
     assert [(r[0], r[4], r[5]) for r in await _stored(db)] == [
         (f"e{i}", i % 2 == 1, t) for i, t in enumerate(times)]
+
+
+async def test_bulk_of_mapping_rows_stores_them_and_refuses_rows_with_other_keys(db):
+    stmt = db.bulk(ledger_holdings, upsert=["event_id", "recipient"])
+    assert db.bulk(ledger_holdings, upsert=["event_id", "recipient"]) is stmt  # built once
+    rows = [dict(zip(SHUFFLED, r, strict=True)) for r in _rows(3, 1, SHUFFLED)]
+    async with db.transaction() as conn:
+        await stmt.execute_async(conn, rows[::-1])  # rows and their keys in another order
+    assert await _stored(db) == [(f"e{i:03d}", f"tfl:{i % 3}", f"d{i}", 1, i % 2 == 0, AT)
+                                 for i in range(3)]
+
+    extra = {**rows[0], "event_id": "e999", "summary": "not a column"}
+    missing = {k: v for k, v in rows[0].items() if k != "active"} | {"event_id": "e998"}
+    for bad in (extra, missing):
+        with pytest.raises(UsageError, match="ledger_holdings") as caught:
+            async with db.transaction() as conn:
+                await stmt.execute_async(conn, [rows[1], bad])
+        assert "not a column" not in str(caught.value)  # no value in the message
+    assert len(await _stored(db)) == 3

@@ -19,6 +19,8 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from planr.errors import UsageError
+
 
 @dataclass(frozen=True)
 class _Compiled:
@@ -94,7 +96,7 @@ class BulkStatement:
 
     def _checked(self, row: Mapping[str, Any]) -> Mapping[str, Any]:
         if len(row) != len(self.columns) or row.keys() != self._keys:
-            raise ValueError(f"{self._table.name}: a row's keys are not the statement's columns")
+            raise UsageError(f"{self._table.name}: a row's keys are not the statement's columns")
         return row
 
 
