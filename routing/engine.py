@@ -28,6 +28,7 @@ from planr.errors import InvalidSignalError, UsageError
 from routing.policy import Policy, Remit
 from routing.predicates import (
     CompiledRule,
+    Predicate,
     _compile_conditions,
     _compile_targets,
     _in_remit,
@@ -209,11 +210,11 @@ class Engine:
         for slot in self._candidate_slots(f):
             r = slot.recipient
             matched = 0  # a bit per matching rule, in the slot's order
-            for bit, (i, signal_conditions, recipient_conditions) in slot.checks:
+            for bit, i, on_signal, on_recipient in slot.checks:
                 ok = signal_ok.get(i)
                 if ok is None:
-                    ok = signal_ok[i] = all(p(f, r) for p in signal_conditions)
-                if ok and all(p(f, r) for p in recipient_conditions):
+                    ok = signal_ok[i] = on_signal is None or on_signal(f, r)
+                if ok and (on_recipient is None or on_recipient(f, r)):
                     matched |= bit
             decision = slot.decisions.get(matched)
             if decision is None:
@@ -283,7 +284,8 @@ class _Slot:
     def __init__(self, recipient: Recipient, rid: str,
                  rules: tuple[tuple[int, CompiledRule], ...], view: str) -> None:
         self.recipient, self.id, self.rules, self.view = recipient, rid, rules, view
-        self.checks = tuple((1 << k, (i, rule.signal_conditions, rule.recipient_conditions))
+        self.checks = tuple((1 << k, i, _all_of(rule.signal_conditions),
+                             _all_of(rule.recipient_conditions))
                             for k, (i, rule) in enumerate(rules))
         self.decisions: dict[int, Decision] = {}
 
@@ -303,6 +305,18 @@ class _Slot:
         if len(self.decisions) < _DECISIONS_PER_SLOT:
             self.decisions[matched] = d
         return d
+
+
+def _all_of(conditions: tuple[Predicate, ...]) -> Predicate | None:
+    """One predicate true when every one of ``conditions`` is (``None``: there is none)."""
+    if not conditions:
+        return None
+    if len(conditions) == 1:
+        return conditions[0]
+    if len(conditions) == 2:
+        first, second = conditions
+        return lambda f, r: first(f, r) and second(f, r)
+    return lambda f, r: all(p(f, r) for p in conditions)
 
 
 #: Bound on the decisions a slot remembers (the distinct sets of matching rules; a handful in
