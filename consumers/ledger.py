@@ -43,13 +43,8 @@ def _markings(row: Any) -> Markings | None:
                     frozenset(n for n in (row["named"] or "").split(",") if n))
 
 
-_EVENT_COLUMNS = ("event_id", "agency", "subject_id", "version", "withdrawn", "fingerprint",
-                  "classification", "handling", "tlp", "local_sharing", "named")
-_HOLDING_COLUMNS = ("event_id", "recipient", "delivery_id", "version", "active", "changed_at")
-
-
 def _event_row(s: EventState) -> tuple[Any, ...]:
-    """The row of ``s``, in the order of :data:`_EVENT_COLUMNS`."""
+    """The row of ``s``, in the order of ``ledger_events``'s columns."""
     m = s.markings
     if m is None:
         return (s.event_id, s.agency, s.subject_id, s.version, s.withdrawn, s.fingerprint,
@@ -86,7 +81,6 @@ class StoreLedger:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._upserts: tuple[BulkStatement, BulkStatement] | None = None  # on the first save
 
     async def load(self, event_ids: Iterable[str]) -> dict[str, EventState]:
         """The known states of these events, with their holdings: one query per chunk of
@@ -101,18 +95,14 @@ class StoreLedger:
         """Write the states and holdings of a batch's events, in one transaction."""
         if not states:
             return
-        if self._upserts is None:  # the driver binds the rows (consumers/store/bulk.py)
-            self._upserts = (
-                BulkStatement(self.db.upsert(ledger_events, ["event_id"]), ledger_events,
-                              _EVENT_COLUMNS),
-                BulkStatement(self.db.upsert(ledger_holdings, ["event_id", "recipient"]),
-                              ledger_holdings, _HOLDING_COLUMNS))
         events = [_event_row(s) for s in states]
+        # in the order of ledger_holdings's columns; the driver binds the rows (store/bulk.py)
         holdings = [(s.event_id, h.recipient, h.delivery_id, h.version, h.active, at)
                     for s in states for h in s.holdings.values()]
-        upsert_events, upsert_holdings = self._upserts
-        await self.db.run(partial(_save, events=(upsert_events, events),
-                                  holdings=(upsert_holdings, holdings)), write=True)
+        await self.db.run(partial(
+            _save, events=(self.db.bulk(ledger_events, upsert=["event_id"]), events),
+            holdings=(self.db.bulk(ledger_holdings, upsert=["event_id", "recipient"]), holdings),
+        ), write=True)
 
     async def subject_events(self, subject_id: str) -> list[str]:
         """The events about one subject (for retractions when OCAM removes the person)."""
