@@ -80,13 +80,13 @@ class BulkStatement:
             params = [c.getter(self._checked(row))
                       for row in cast(Sequence[Mapping[str, Any]], rows)]
         elif c.same_order:
-            params = list(rows)
+            params = [tuple(row) for row in rows]  # a tuple row is passed as it is
         else:
             params = [tuple(row[i] for i in c.order)
                       for row in cast(Sequence[Sequence[Any]], rows)]
         if c.procs:
             params = _processed(params, c.procs)
-        conn.exec_driver_sql(c.sql, [tuple(p) for p in params])
+        conn.exec_driver_sql(c.sql, params)
 
     async def execute_async(self, conn: AsyncConnection,
                             rows: Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]) -> None:
@@ -101,7 +101,7 @@ class BulkStatement:
 
 
 def _processed(rows: Sequence[Sequence[Any]],
-               procs: tuple[tuple[int, Callable[[Any], Any]], ...]) -> list[list[Any]]:
+               procs: tuple[tuple[int, Callable[[Any], Any]], ...]) -> list[tuple[Any, ...]]:
     """The rows with each processed column's value converted; a value that is the very object
     of the row before (a batch's one timestamp) is converted once."""
     out = []
@@ -115,7 +115,7 @@ def _processed(rows: Sequence[Sequence[Any]],
                 done = proc(v)
                 last[k] = (v, done)
             values[i] = done
-        out.append(values)
+        out.append(tuple(values))
     return out
 
 
