@@ -14,12 +14,17 @@ its proof) and its records are appended to their batches in the order they were 
 chunk holds the records of one topic only: a reader of a topic (a recipient, the projector)
 sees whole chunks, so it checks one signature per chunk, and the sibling hashes in a proof are
 of records the same reader receives.
+
+:class:`SharedSender` serves concurrent callers of one producer (an agency's publisher): each
+call's records join the open :class:`BatchSender`, and one flush at a time sends a group and
+waits for its acknowledgements while the next group fills (group commit).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Final
 
@@ -152,3 +157,76 @@ class BatchSender:
         except Exception as exc:
             raise DeliveryError(f"{count} records were not acknowledged by the broker") from exc
         return count
+
+
+class _Group:
+    """The records of the calls that joined one :class:`BatchSender` before its flush."""
+
+    __slots__ = ("adding", "done", "flushing", "idle", "sender")
+
+    def __init__(self, sender: BatchSender) -> None:
+        self.sender = sender
+        self.adding = 0  # calls still adding their records
+        self.idle = asyncio.Event()
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.flushing = False
+
+
+class SharedSender:
+    """Records of concurrent calls, sent in groups on one producer.
+
+    :meth:`send` adds a call's records to the open group and returns once a flush covering
+    them was acknowledged (DeliveryError otherwise). One flush runs at a time; the calls made
+    meanwhile fill the next group, which is flushed as soon as the previous one is done. Each
+    call's records keep their order per partition, and a call that follows another one's
+    return is sent after it. :meth:`drain` waits for every flush begun.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, *, signer: Signer | None = None,
+                 chunk: int = CHUNK_RECORDS) -> None:
+        if chunk < 1:
+            raise UsageError("chunk: at least one record")
+        self._producer, self._signer, self._chunk = producer, signer, chunk
+        self._group: _Group | None = None
+        self._lock = asyncio.Lock()  # one flush at a time
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    async def send(self, records: Iterable[tuple[str, bytes, bytes | None]]) -> None:
+        """Send ``(topic, value, key)`` records; return once all are acknowledged."""
+        group = self._group
+        if group is None:
+            group = self._group = _Group(BatchSender(self._producer, signer=self._signer,
+                                                     chunk=self._chunk))
+        group.adding += 1
+        group.idle.clear()
+        try:
+            for topic, value, key in records:
+                await group.sender.add(topic, value, key=key)
+        finally:
+            group.adding -= 1
+            if not group.adding:
+                group.idle.set()
+            if not group.flushing:
+                group.flushing = True
+                task = asyncio.create_task(self._flush(group))
+                self._flushes.add(task)
+                task.add_done_callback(self._flushes.discard)
+        await asyncio.shield(group.done)
+
+    async def _flush(self, group: _Group) -> None:
+        async with self._lock:
+            if self._group is group:
+                self._group = None  # later calls start the next group
+            try:
+                await group.idle.wait()  # calls still adding to it finish first
+                group.done.set_result(await group.sender.flush())
+            except Exception as exc:  # noqa: BLE001 - every caller of the group gets it
+                group.done.set_exception(exc)
+            except asyncio.CancelledError:
+                group.done.set_exception(DeliveryError("the flush was cancelled"))
+                raise
+
+    async def drain(self) -> None:
+        """Wait until every flush begun has ended (its callers have their outcome)."""
+        while self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)

@@ -3,25 +3,26 @@ agency's own key (:mod:`planr.signing`), which the router checks before anything
 
 :meth:`Publisher.publish_many` signs its signals in chunks of
 :data:`~planr.batching.CHUNK_RECORDS` (one Ed25519 signature per chunk, a proof per record), so
-the router's check costs one signature verification per chunk too."""
+the router's check costs one signature verification per chunk too. It fills its own record
+batches (:class:`~planr.batching.SharedSender`: partitions chosen as Kafka's default
+partitioner chooses them; the calls made while a group is being acknowledged are sent together
+as the next group), so its producer does not linger: a group leaves as soon as it is built."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from planr.batching import CHUNK_RECORDS
+from planr.batching import SharedSender
 from planr.domain import Agency
 from planr.errors import UsageError
 from planr.kafka import KafkaConnection, make_producer
 from planr.lifecycle import Service
-from planr.signing import Signer, sign_chunk, sign_headers
+from planr.signing import Signer, sign_headers
 from planr.telemetry import Metrics
 from planr.topics import Topics
 from schemas.codec import Codec
@@ -29,6 +30,11 @@ from schemas.models import SignalIn
 from schemas.names import SIGNAL, WITHDRAWAL
 
 log = structlog.get_logger(__name__)
+
+#: The publisher fills its own record batches, so its producer has nothing to wait for: a
+#: linger would only hold every group's last batches back (5 ms by default;
+#: docs/benchmarks.md).
+PRODUCER_LINGER_MS = 0
 
 
 class Publisher(Service):
@@ -58,32 +64,35 @@ class Publisher(Service):
         self._metrics = metrics
         self._conn = conn
         self._producer: AIOKafkaProducer  # created in start()
+        self._out: SharedSender
 
     async def _open(self) -> None:
-        self._producer = make_producer(self._conn)
+        self._producer = make_producer(self._conn, linger_ms=PRODUCER_LINGER_MS)
+        self._out = SharedSender(self._producer, signer=self._signer)
         await self._producer.start()
 
     async def _close(self) -> None:
-        await self._producer.stop()  # flushes pending sends
+        try:
+            await self._out.drain()  # the calls under way get their outcome
+        finally:
+            await self._producer.stop()  # flushes pending sends
 
-    def _record(self, signal: SignalIn) -> dict[str, Any]:
-        if signal.agency is not None and signal.agency is not self.agency:
+    async def _send(self, signals: Iterable[SignalIn]) -> list[str]:
+        """Encode each signal and send it, signed in chunks, in record batches shared with
+        the calls under way (:class:`~planr.batching.SharedSender`); returns their event ids,
+        in order, once the broker acknowledged every one. A signal that claims another agency
+        is a UsageError, raised before anything is sent."""
+        signals = list(signals)
+        if any(s.agency is not None and s.agency is not self.agency for s in signals):
             raise UsageError("agency: the signal claims another agency than its publisher")
-        return signal.to_avro(self.agency, datetime.now(UTC))
-
-    async def _enqueue(self, signals: list[SignalIn]) -> list[asyncio.Future[Any]]:
-        """Encode and sign ``signals`` as one chunk and hand them to the producer, in order."""
-        values = [self._codec.encode(SIGNAL, self._record(s)) for s in signals]
-        signed = sign_chunk(self._signer, [(self._topic, v) for v in values])
-        futures: list[asyncio.Future[Any]] = []
-        for signal, value, headers in zip(signals, values, signed, strict=True):
-            futures.append(await self._producer.send(
-                self._topic, value=value, key=signal.subject.id.encode(), headers=headers))
-        return futures
+        await self._out.send((self._topic,
+                              self._codec.encode(SIGNAL, s.to_avro(self.agency, datetime.now(UTC))),
+                              s.subject.id.encode()) for s in signals)
+        return [str(s.event_id) for s in signals]
 
     async def publish(self, signal: SignalIn) -> str:
         """Publish one signal and wait for the acknowledgement; returns its event id."""
-        await (await self._enqueue([signal]))[0]
+        await self._send([signal])
         self._metrics.signals_published.labels(self.agency.value).inc()
         return str(signal.event_id)
 
@@ -100,20 +109,11 @@ class Publisher(Service):
                  version=version)
 
     async def publish_many(self, signals: Iterable[SignalIn]) -> list[str]:
-        """Publish many signals, pipelined and signed in chunks; returns once every one is
-        acknowledged."""
-        futures: list[asyncio.Future[Any]] = []
-        ids: list[str] = []
-        chunk: list[SignalIn] = []
-        for s in signals:
-            chunk.append(s)
-            ids.append(str(s.event_id))
-            if len(chunk) == CHUNK_RECORDS:
-                futures += await self._enqueue(chunk)
-                chunk = []
-        if chunk:
-            futures += await self._enqueue(chunk)
-        await asyncio.gather(*futures)
+        """Publish many signals, signed in chunks, in record batches; returns their event ids
+        once every one is acknowledged (DeliveryError otherwise: some may have been written,
+        and publishing them again is safe, since the router treats a repeated version as a
+        duplicate)."""
+        ids = await self._send(signals)
         self._metrics.signals_published.labels(self.agency.value).inc(len(ids))
         log.debug("publisher.acknowledged", agency=self.agency.value, count=len(ids))
         return ids

@@ -8,6 +8,7 @@ spy on the registry's Ed25519 check (the pure-logic tests are in tests/test_sigt
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from consumers.reader import read_topic
 from planr.batching import CHUNK_RECORDS, BatchSender
 from planr.domain import Agency
+from planr.errors import UsageError
 from planr.kafka import KafkaConnection, make_producer
 from planr.signing import KeyRegistry, SignatureError, verify_record
 from planr.telemetry import Metrics
@@ -103,3 +105,75 @@ async def test_published_signals_are_signed_in_chunks_that_the_router_checks_onc
     moved = proofs[0]
     with pytest.raises(SignatureError):
         verify_record(registry, topics.ingress(Agency.OCAM), moved.value, moved.headers, at=at)
+
+
+async def test_published_signals_land_where_the_java_client_puts_them_in_publishing_order(
+    conn: KafkaConnection, topics: Topics, keys: KeyRing, codec: Codec
+):
+    ingress = topics.ingress(Agency.VSSE)  # 3 partitions
+    await provision(conn, topics, [ingress])
+    signals = [numbered_signal(i, subject=f"P-{i % 7}") for i in range(2 * CHUNK_RECORDS + 9)]
+    async with Publisher(conn=conn, agency=Agency.VSSE, topics=topics, codec=codec,
+                         metrics=Metrics(CollectorRegistry()),
+                         signer=keys.signer(Agency.VSSE)) as pub:
+        ids = await pub.publish_many(signals[:100])
+        ids += await pub.publish_many(signals[100:])
+    assert ids == [str(s.event_id) for s in signals]
+    got = [r async for r in read_topic(conn, ingress)]
+    assert len(got) == len(signals)
+    for rec in got:
+        assert rec.key is not None
+        assert rec.partition == (murmur2(rec.key) & 0x7FFFFFFF) % 3
+    for subject in {s.subject.id for s in signals}:
+        published = [str(s.event_id) for s in signals if s.subject.id == subject]
+        read = [codec.decode(r.value, SIGNAL)["event_id"] for r in got
+                if r.key == subject.encode()]
+        assert read == published
+
+
+async def test_a_signal_claiming_another_agency_stops_the_call_before_anything_is_sent(
+    conn: KafkaConnection, topics: Topics, keys: KeyRing, codec: Codec
+):
+    ingress = topics.ingress(Agency.VSSE)
+    await provision(conn, topics, [ingress])
+    # more than one whole record batch (256 KiB) before the bad one
+    signals = [numbered_signal(i) for i in range(1000)]
+    signals.append(numbered_signal(99_999, agency=Agency.OCAM))
+    async with Publisher(conn=conn, agency=Agency.VSSE, topics=topics, codec=codec,
+                         metrics=Metrics(CollectorRegistry()),
+                         signer=keys.signer(Agency.VSSE)) as pub:
+        with pytest.raises(UsageError, match="claims another agency"):
+            await pub.publish_many(signals)
+        await pub.publish(numbered_signal(1000))
+    got = [r async for r in read_topic(conn, ingress)]
+    assert [codec.decode(r.value, SIGNAL)["event_id"] for r in got] == [
+        str(numbered_signal(1000).event_id)]
+
+
+async def test_concurrent_calls_share_chunks_and_every_signal_reads_back_once_verified(
+    conn: KafkaConnection, topics: Topics, keys: KeyRing, codec: Codec
+):
+    ingress = topics.ingress(Agency.VSSE)
+    await provision(conn, topics, [ingress])
+    singles = [numbered_signal(i, subject=f"P-{i % 4}") for i in range(40)]
+    many = [[numbered_signal(100 + 30 * k + i, subject=f"P-{i % 4}") for i in range(30)]
+            for k in range(5)]
+    async with Publisher(conn=conn, agency=Agency.VSSE, topics=topics, codec=codec,
+                         metrics=Metrics(CollectorRegistry()),
+                         signer=keys.signer(Agency.VSSE)) as pub:
+        await asyncio.gather(*(pub.publish(s) for s in singles),
+                             *(pub.publish_many(batch) for batch in many))
+    got = [r async for r in read_topic(conn, ingress)]
+    read = [codec.decode(r.value, SIGNAL)["event_id"] for r in got]
+    published = [str(s.event_id) for s in [*singles, *(s for b in many for s in b)]]
+    assert sorted(read) == sorted(published)  # each once
+    at = datetime.now(UTC)
+    for rec in got:
+        assert verify_record(KeyRegistry(keys.registry.entries), ingress, rec.value,
+                             rec.headers, at=at, expected_owner=Agency.VSSE.value)
+    # 45 calls under way together: their records were signed in shared chunks
+    assert len({dict(r.headers)["planr-sig"] for r in got}) < len(singles) + len(many)
+    for batch in many:  # each call's records in its order, per subject
+        for subject in {s.subject.id for s in batch}:
+            mine = [str(s.event_id) for s in batch if s.subject.id == subject]
+            assert [e for e in read if e in mine] == mine
