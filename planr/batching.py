@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from planr.errors import DeliveryError, UsageError
 from planr.signing import Signer, sign_chunk
@@ -169,17 +170,24 @@ class _Group:
         self.adding = 0  # calls still adding their records
         self.idle = asyncio.Event()
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # its callers get its outcome; if every one of them was cancelled, none is lost
+        self.done.add_done_callback(_retrieved)
         self.flushing = False
+
+
+def _retrieved(done: asyncio.Future[int]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 class SharedSender:
     """Records of concurrent calls, sent in groups on one producer.
 
     :meth:`send` adds a call's records to the open group and returns once a flush covering
-    them was acknowledged (DeliveryError otherwise). One flush runs at a time; the calls made
-    meanwhile fill the next group, which is flushed as soon as the previous one is done. Each
-    call's records keep their order per partition, and a call that follows another one's
-    return is sent after it. :meth:`drain` waits for every flush begun.
+    them was acknowledged (DeliveryError otherwise, for every call of the group). One flush
+    runs at a time; the calls made meanwhile fill the next group, which is flushed as soon as
+    the previous one is done. Each call's records keep their order per partition, and a call
+    that follows another one's return is sent after it. :meth:`drain` waits for every flush begun.
     """
 
     def __init__(self, producer: AIOKafkaProducer, *, signer: Signer | None = None,
@@ -202,6 +210,8 @@ class SharedSender:
         try:
             for topic, value, key in records:
                 await group.sender.add(topic, value, key=key)
+        except KafkaError as exc:  # a full batch the producer would not take
+            raise DeliveryError(f"a record batch was refused ({type(exc).__name__})") from exc
         finally:
             group.adding -= 1
             if not group.adding:

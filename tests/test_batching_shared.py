@@ -8,17 +8,21 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
 from planr.batching import SharedSender
 from planr.errors import DeliveryError
 
 
 class _Batch:
-    def __init__(self) -> None:
+    def __init__(self, capacity: int) -> None:
         self.values: list[bytes] = []
+        self.capacity = capacity
 
     def append(self, *, key: bytes | None, value: bytes, timestamp: int | None,
-               headers: list[tuple[str, bytes]] | None = None) -> object:
+               headers: list[tuple[str, bytes]] | None = None) -> object | None:
+        if len(self.values) == self.capacity:
+            return None  # full
         self.values.append(value)
         return object()
 
@@ -29,8 +33,10 @@ class _Batch:
 class StandInProducer:
     """Records each batch sent; its future is settled by the test."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 1_000, refuse: int = 0) -> None:
         self.sent: list[tuple[list[bytes], asyncio.Future[Any]]] = []
+        self.capacity = capacity  # records per batch
+        self.refuse = refuse  # send_batch calls refused before one is taken
         self.slow_metadata = asyncio.Event()  # topic "slow": its partitions come when set
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -39,9 +45,12 @@ class StandInProducer:
         return {0}
 
     def create_batch(self) -> _Batch:
-        return _Batch()
+        return _Batch(self.capacity)
 
     async def send_batch(self, batch: _Batch, topic: str, *, partition: int) -> Any:
+        if self.refuse:
+            self.refuse -= 1
+            raise KafkaTimeoutError
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((batch.values, fut))
         return fut
@@ -124,6 +133,22 @@ async def test_a_group_is_flushed_only_once_every_call_in_it_has_added_all_its_r
     for _, fut in producer.sent:
         fut.set_result(None)
     await asyncio.wait_for(asyncio.gather(a, b), timeout=5)
+
+
+async def test_a_batch_the_producer_refuses_is_a_delivery_error_for_its_call_only():
+    producer = StandInProducer(capacity=2, refuse=1)
+    out = SharedSender(producer)  # a stand-in producer
+    with pytest.raises(DeliveryError, match="KafkaTimeoutError"):
+        await out.send(_records(b"a1", b"a2", b"a3"))  # a3 finds the batch full
+    b = asyncio.create_task(out.send(_records(b"b")))
+    await _settle()
+    # the full batch was kept and went with its group; a3 was never added
+    assert [values for values, _ in producer.sent] == [[b"a1", b"a2"]]
+    producer.sent[0][1].set_result(None)
+    await _settle()
+    assert [values for values, _ in producer.sent[1:]] == [[b"b"]]
+    producer.sent[1][1].set_result(None)
+    await asyncio.wait_for(b, timeout=5)
 
 
 async def test_drain_returns_only_once_the_flush_under_way_has_ended():
