@@ -65,6 +65,28 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _two_calls_together(producer: StandInProducer
+                              ) -> tuple[SharedSender, asyncio.Task[None], asyncio.Task[None]]:
+    """Calls a and b, made together: one group, sent, not yet acknowledged."""
+    out = SharedSender(producer)  # a stand-in producer
+    a = asyncio.create_task(out.send(_records(b"a")))
+    b = asyncio.create_task(out.send(_records(b"b")))
+    await _settle()
+    assert [values for values, _ in producer.sent] == [[b"a", b"b"]]
+    return out, a, b
+
+
+async def _next_call_goes_alone(out: SharedSender, producer: StandInProducer,
+                                value: bytes) -> None:
+    """A call made now is sent as a group of its own, and returns once that is acknowledged."""
+    before = len(producer.sent)
+    call = asyncio.create_task(out.send(_records(value)))
+    await _settle()
+    assert [values for values, _ in producer.sent[before:]] == [[value]]
+    producer.sent[before][1].set_result(None)
+    await asyncio.wait_for(call, timeout=5)
+
+
 async def test_calls_made_while_a_group_is_acknowledged_go_together_in_the_next_group():
     producer = StandInProducer()
     out = SharedSender(producer)  # a stand-in producer
@@ -89,28 +111,17 @@ async def test_calls_made_while_a_group_is_acknowledged_go_together_in_the_next_
 
 async def test_every_caller_of_a_failed_group_gets_a_delivery_error_and_later_calls_go_on():
     producer = StandInProducer()
-    out = SharedSender(producer)  # a stand-in producer
-    a = asyncio.create_task(out.send(_records(b"a")))
-    b = asyncio.create_task(out.send(_records(b"b")))
-    await _settle()
-    assert [values for values, _ in producer.sent] == [[b"a", b"b"]]
+    out, a, b = await _two_calls_together(producer)
     producer.sent[0][1].set_exception(ConnectionError("broker gone"))
     for task in (a, b):
         with pytest.raises(DeliveryError):
             await asyncio.wait_for(task, timeout=5)
-    c = asyncio.create_task(out.send(_records(b"c")))
-    await _settle()
-    assert [values for values, _ in producer.sent[1:]] == [[b"c"]]
-    producer.sent[1][1].set_result(None)
-    await asyncio.wait_for(c, timeout=5)
+    await _next_call_goes_alone(out, producer, b"c")
 
 
 async def test_a_cancelled_caller_does_not_hold_back_the_others_of_its_group():
     producer = StandInProducer()
-    out = SharedSender(producer)  # a stand-in producer
-    a = asyncio.create_task(out.send(_records(b"a")))
-    b = asyncio.create_task(out.send(_records(b"b")))
-    await _settle()
+    _, a, b = await _two_calls_together(producer)
     a.cancel()
     await _settle()
     assert a.cancelled()
@@ -140,15 +151,11 @@ async def test_a_batch_the_producer_refuses_is_a_delivery_error_for_its_call_onl
     out = SharedSender(producer)  # a stand-in producer
     with pytest.raises(DeliveryError, match="KafkaTimeoutError"):
         await out.send(_records(b"a1", b"a2", b"a3"))  # a3 finds the batch full
-    b = asyncio.create_task(out.send(_records(b"b")))
     await _settle()
     # the full batch was kept and went with its group; a3 was never added
     assert [values for values, _ in producer.sent] == [[b"a1", b"a2"]]
     producer.sent[0][1].set_result(None)
-    await _settle()
-    assert [values for values, _ in producer.sent[1:]] == [[b"b"]]
-    producer.sent[1][1].set_result(None)
-    await asyncio.wait_for(b, timeout=5)
+    await _next_call_goes_alone(out, producer, b"b")
 
 
 async def test_drain_returns_only_once_the_flush_under_way_has_ended():
