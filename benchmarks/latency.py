@@ -5,10 +5,10 @@ offers ``rate`` signals per second for ``seconds`` seconds to a topic namespace 
 (prefix ``lat``), where ``processes`` planr router processes in one group route them
 (:mod:`benchmarks.routers`, latency mode; the suite uses its N-process router, as ``planr
 route --workers N`` runs in ``make run`` and ``compose.yaml``). For each signal, the latency
-is the time from its record's ``CreateTime`` (stamped by the publishing producer when
-``send()`` is called) to the moment the router had every output of its batch acknowledged by
-the broker and its ledger saved (the router's commit follows). Publisher and router run on
-this machine, so their clocks are the same.
+is the time from its record's ``CreateTime`` (the time of the ``publish_many`` call that was
+given the signal: the publisher stamps each record so) to the moment the router had every
+output of its batch acknowledged by the broker and its ledger saved (the router's commit
+follows). Publisher and router run on this machine, so their clocks are the same.
 """
 
 from __future__ import annotations
@@ -95,4 +95,4 @@ def measure(work: Workload, tmp: Path, rate: float, seconds: float,
             "processes": processes, "fetch_max_wait_ms": fetch_max_wait_ms,
             **{f"p{q}_ms": 1000 * _percentile(values, q / 100) for q in (50, 95, 99)},
             "max_ms": 1000 * (values[-1] if values else 0.0),
-            "method": "record CreateTime at the publisher's send() -> batch outputs acked"}
+            "method": "record CreateTime (the publisher's call) -> batch outputs acked"}

@@ -7,8 +7,8 @@ Each process records when its first batch started and, after every commit, the t
 signals routed so far; the throughput is measured over the window in which every process was
 routing (from the last process's first batch to the last commit), so that group joins and
 process start-up are left out, alike for 1 and N processes. Latency mode records, for every
-input record, the time from its ``CreateTime`` (stamped by the publishing producer at
-``send()``) to the moment every output of its batch was acknowledged and the ledger saved.
+input record, the time from its ``CreateTime`` (the time of the publisher's call that was
+given it) to the moment every output of its batch was acknowledged and the ledger saved.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from planr.signing import ROUTER, KeyRegistry, Signer
 from planr.telemetry import Metrics, configure_logging
 from planr.topics import Topics
 from routing import DEFAULT_POLICY
-from routing.router import Router
+from routing.router import Decided, Router
 from routing.setup import prepare
 
 
@@ -83,7 +83,10 @@ class TimedRouter(Router):
         self.first: float | None = None
         self.marks: list[tuple[float, int]] = []
         self.latencies: list[float] | None = [] if latency else None
-        self.cpu = 0.0  # process CPU seconds spent handling batches (robust to a busy machine)
+        #: process CPU seconds from the first batch to the last one acknowledged and saved
+        #: (robust to a busy machine; batches overlap, so this is not a sum per batch)
+        self.cpu = 0.0
+        self._cpu_at_first = 0.0
         self._ready_queue = ready
 
     async def _open(self) -> None:
@@ -108,16 +111,19 @@ class TimedRouter(Router):
         if self.captured is not None:
             producer.create_batch = lambda: _Capturing(create_batch())
 
-    async def _handle(self, batch: Batch) -> None:
+    async def _decide(self, batch: Batch) -> Decided:
         if self.first is None:
             self.first = time.time()
-        cpu = time.process_time()
-        await super()._handle(batch)
-        self.cpu += time.process_time() - cpu
+            self._cpu_at_first = time.process_time()
+        return await super()._decide(batch)
+
+    async def _complete(self, decided: Decided) -> None:
+        await super()._complete(decided)
+        self.cpu = time.process_time() - self._cpu_at_first
         if self.latencies is not None:
             acked = time.time()
             self.latencies.extend(acked - rec.timestamp / 1000
-                                  for recs in batch.values() for rec in recs)
+                                  for recs in decided.batch.values() for rec in recs)
 
     async def _commit(self, batch: Batch) -> None:
         await super()._commit(batch)

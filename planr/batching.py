@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, Final
@@ -66,7 +67,7 @@ def partition_hash(key: bytes) -> int:
     return h & 0x7FFFFFFF
 
 
-_Pending = tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]] | None]
+_Pending = tuple[str, int, bytes | None, bytes, list[tuple[str, bytes]] | None, int | None]
 
 
 class BatchSender:
@@ -102,44 +103,45 @@ class BatchSender:
         value: bytes,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
     ) -> None:
-        """Add one record; with a signer, its signature headers will follow ``headers``."""
+        """Add one record; with a signer, its signature headers will follow ``headers``. Its
+        timestamp (``CreateTime``) is ``timestamp_ms``, else the time it joins its batch."""
         partition = await self._partition(topic, key)
         self.records += 1
         if self._signer is None:
-            await self._append(topic, partition, key, value, headers)
+            await self._append((topic, partition, key, value, headers, timestamp_ms))
             return
         pending = self._pending.get(topic)
         if pending is None:
             pending = self._pending[topic] = []
-        pending.append((topic, partition, key, value, headers))
+        pending.append((topic, partition, key, value, headers, timestamp_ms))
         if len(pending) >= self._chunk:
             del self._pending[topic]
             await self._sign(self._signer, pending)
 
     async def _sign(self, signer: Signer, pending: list[_Pending]) -> None:
         signed = sign_chunk(signer, [(p[0], p[3]) for p in pending])
-        for (topic, partition, key, value, headers), signature in zip(pending, signed,
-                                                                      strict=True):
-            await self._append(topic, partition, key, value, [*(headers or ()), *signature])
+        for (topic, partition, key, value, headers, at), signature in zip(pending, signed,
+                                                                          strict=True):
+            await self._append((topic, partition, key, value, [*(headers or ()), *signature],
+                                at))
 
-    async def _append(self, topic: str, partition: int, key: bytes | None, value: bytes,
-                      headers: list[tuple[str, bytes]] | None) -> None:
+    async def _append(self, record: _Pending) -> None:
+        topic, partition, key, value, headers, at = record
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:
             batch = self._open[slot] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+        if batch.append(key=key, value=value, timestamp=at, headers=headers) is None:
             self._sent.append(await self._producer.send_batch(batch, topic, partition=partition))
             batch = self._open[slot] = self._producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            if batch.append(key=key, value=value, timestamp=at, headers=headers) is None:
                 raise DeliveryError(f"a record for {topic} is larger than a whole batch")
 
-    async def flush(self) -> int:
-        """Sign what waits, send every open batch and wait until the broker acknowledged all
-        records added since the last flush; returns their number. Raises DeliveryError
-        otherwise."""
-        count, self.records = self.records, 0
+    async def send_all(self) -> None:
+        """Sign what waits and send every open batch: every record added so far is then in
+        the producer's queues, ahead of any record sent later. :meth:`wait` awaits them."""
         try:
             if self._signer is not None:
                 pending, self._pending = self._pending, {}
@@ -152,12 +154,27 @@ class BatchSender:
         finally:
             self._pending.clear()
             self._open.clear()
-            sent, self._sent = self._sent, []
+
+    async def wait(self) -> int:
+        """Wait until the broker acknowledged every record sent since the last wait; returns
+        their number. Raises DeliveryError otherwise."""
+        count, self.records = self.records, 0
+        sent, self._sent = self._sent, []
         try:
             await asyncio.gather(*sent)
         except Exception as exc:
             raise DeliveryError(f"{count} records were not acknowledged by the broker") from exc
         return count
+
+    async def flush(self) -> int:
+        """:meth:`send_all` then :meth:`wait`: every record added since the last flush sent
+        and acknowledged; returns their number. Raises DeliveryError otherwise."""
+        try:
+            await self.send_all()
+        except BaseException:
+            self._sent, self.records = [], 0
+            raise
+        return await self.wait()
 
 
 class _Group:
@@ -200,7 +217,10 @@ class SharedSender:
         self._flushes: set[asyncio.Task[None]] = set()
 
     async def send(self, records: Iterable[tuple[str, bytes, bytes | None]]) -> None:
-        """Send ``(topic, value, key)`` records; return once all are acknowledged."""
+        """Send ``(topic, value, key)`` records, each timestamped with the time of this call
+        (``CreateTime``: however long it waits for its group); return once all are
+        acknowledged."""
+        now_ms = int(time.time() * 1000)
         group = self._group
         if group is None:
             group = self._group = _Group(BatchSender(self._producer, signer=self._signer,
@@ -209,7 +229,7 @@ class SharedSender:
         group.idle.clear()
         try:
             for topic, value, key in records:
-                await group.sender.add(topic, value, key=key)
+                await group.sender.add(topic, value, key=key, timestamp_ms=now_ms)
         except KafkaError as exc:  # a full batch the producer would not take
             raise DeliveryError(f"a record batch was refused ({type(exc).__name__})") from exc
         finally:

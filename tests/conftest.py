@@ -70,6 +70,16 @@ def _drop_in_background(bootstrap: str, prefix: str) -> None:
     _DROPS.append(drop)
 
 
+@pytest.fixture(autouse=True)
+def _no_drop_under_way_during_hypothesis(request: pytest.FixtureRequest) -> None:
+    """A property-based test starts once the topic deletions under way have ended: their
+    Kafka clients draw from the global ``random`` (aiokafka picks nodes at random), which
+    Hypothesis takes for a strategy's own use of it and refuses."""
+    if getattr(request.function, "is_hypothesis_test", False):
+        while _DROPS:
+            _DROPS.pop().join(timeout=60)
+
+
 #: Tansu completes a group join after half the session timeout: the tests' consumers, in process
 #: and in the ``planr`` processes they start, use a short one (joins take 1.5 s, not 5 s).
 SESSION_TIMEOUT_MS = 3_000

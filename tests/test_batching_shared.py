@@ -5,6 +5,7 @@ tests/test_sigtree_kafka.py cover the publisher on the real broker."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from planr.errors import DeliveryError
 class _Batch:
     def __init__(self, capacity: int) -> None:
         self.values: list[bytes] = []
+        self.stamps: list[int | None] = []
         self.capacity = capacity
 
     def append(self, *, key: bytes | None, value: bytes, timestamp: int | None,
@@ -24,6 +26,7 @@ class _Batch:
         if len(self.values) == self.capacity:
             return None  # full
         self.values.append(value)
+        self.stamps.append(timestamp)
         return object()
 
     def record_count(self) -> int:
@@ -35,6 +38,7 @@ class StandInProducer:
 
     def __init__(self, capacity: int = 1_000, refuse: int = 0) -> None:
         self.sent: list[tuple[list[bytes], asyncio.Future[Any]]] = []
+        self.stamps: list[list[int | None]] = []  # per batch sent, each record's timestamp
         self.capacity = capacity  # records per batch
         self.refuse = refuse  # send_batch calls refused before one is taken
         self.slow_metadata = asyncio.Event()  # topic "slow": its partitions come when set
@@ -53,6 +57,7 @@ class StandInProducer:
             raise KafkaTimeoutError
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((batch.values, fut))
+        self.stamps.append(batch.stamps)
         return fut
 
 
@@ -156,6 +161,25 @@ async def test_a_batch_the_producer_refuses_is_a_delivery_error_for_its_call_onl
     assert [values for values, _ in producer.sent] == [[b"a1", b"a2"]]
     producer.sent[0][1].set_result(None)
     await _next_call_goes_alone(out, producer, b"b")
+
+
+async def test_a_record_is_timestamped_when_its_call_is_made_not_when_its_group_leaves():
+    producer = StandInProducer()
+    out = SharedSender(producer)  # a stand-in producer
+    a = asyncio.create_task(out.send(_records(b"a")))
+    await _settle()
+    before_b = time.time()
+    b = asyncio.create_task(out.send(_records(b"b")))
+    await _settle()
+    after_b = time.time()
+    await asyncio.sleep(0.2)  # b waits for a's group to be acknowledged
+    producer.sent[0][1].set_result(None)
+    await _settle()
+    (stamp,) = producer.stamps[1]
+    assert stamp is not None
+    assert int(before_b * 1000) <= stamp <= int(after_b * 1000)
+    producer.sent[1][1].set_result(None)
+    await asyncio.wait_for(asyncio.gather(a, b), timeout=5)
 
 
 async def test_drain_returns_only_once_the_flush_under_way_has_ended():
