@@ -33,7 +33,7 @@ from planr.signing import ROUTER, KeyRegistry, Signer
 from planr.telemetry import Metrics, configure_logging
 from planr.topics import Topics
 from routing import DEFAULT_POLICY
-from routing.router import Decided, Router
+from routing.router import Router
 from routing.setup import prepare
 
 
@@ -83,10 +83,7 @@ class TimedRouter(Router):
         self.first: float | None = None
         self.marks: list[tuple[float, int]] = []
         self.latencies: list[float] | None = [] if latency else None
-        #: process CPU seconds from the first batch to the last one acknowledged and saved
-        #: (robust to a busy machine; batches overlap, so this is not a sum per batch)
-        self.cpu = 0.0
-        self._cpu_at_first = 0.0
+        self.cpu = 0.0  # process CPU seconds spent handling batches (robust to a busy machine)
         self._ready_queue = ready
 
     async def _open(self) -> None:
@@ -111,19 +108,16 @@ class TimedRouter(Router):
         if self.captured is not None:
             producer.create_batch = lambda: _Capturing(create_batch())
 
-    async def _decide(self, batch: Batch) -> Decided:
+    async def _handle(self, batch: Batch) -> None:
         if self.first is None:
             self.first = time.time()
-            self._cpu_at_first = time.process_time()
-        return await super()._decide(batch)
-
-    async def _complete(self, decided: Decided) -> None:
-        await super()._complete(decided)
-        self.cpu = time.process_time() - self._cpu_at_first
+        cpu = time.process_time()
+        await super()._handle(batch)
+        self.cpu += time.process_time() - cpu
         if self.latencies is not None:
             acked = time.time()
             self.latencies.extend(acked - rec.timestamp / 1000
-                                  for recs in decided.batch.values() for rec in recs)
+                                  for recs in batch.values() for rec in recs)
 
     async def _commit(self, batch: Batch) -> None:
         await super()._commit(batch)

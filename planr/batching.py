@@ -139,9 +139,11 @@ class BatchSender:
             if batch.append(key=key, value=value, timestamp=at, headers=headers) is None:
                 raise DeliveryError(f"a record for {topic} is larger than a whole batch")
 
-    async def send_all(self) -> None:
-        """Sign what waits and send every open batch: every record added so far is then in
-        the producer's queues, ahead of any record sent later. :meth:`wait` awaits them."""
+    async def flush(self) -> int:
+        """Sign what waits, send every open batch and wait until the broker acknowledged all
+        records added since the last flush; returns their number. Raises DeliveryError
+        otherwise."""
+        count, self.records = self.records, 0
         try:
             if self._signer is not None:
                 pending, self._pending = self._pending, {}
@@ -154,27 +156,12 @@ class BatchSender:
         finally:
             self._pending.clear()
             self._open.clear()
-
-    async def wait(self) -> int:
-        """Wait until the broker acknowledged every record sent since the last wait; returns
-        their number. Raises DeliveryError otherwise."""
-        count, self.records = self.records, 0
-        sent, self._sent = self._sent, []
+            sent, self._sent = self._sent, []
         try:
             await asyncio.gather(*sent)
         except Exception as exc:
             raise DeliveryError(f"{count} records were not acknowledged by the broker") from exc
         return count
-
-    async def flush(self) -> int:
-        """:meth:`send_all` then :meth:`wait`: every record added since the last flush sent
-        and acknowledged; returns their number. Raises DeliveryError otherwise."""
-        try:
-            await self.send_all()
-        except BaseException:
-            self._sent, self.records = [], 0
-            raise
-        return await self.wait()
 
 
 class _Group:

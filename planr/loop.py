@@ -11,11 +11,7 @@ flight is finished and committed), stop. A subclass supplies:
 - :meth:`ConsumeLoop._commit`: the commit rule, called only after ``_handle`` returned;
 - optionally :meth:`ConsumeLoop._ready` (may idleness be measured yet, e.g. partitions
   assigned), :meth:`ConsumeLoop._tick` (after every poll), :meth:`ConsumeLoop._begin` and
-  :meth:`ConsumeLoop._end` (once, around the loop);
-- optionally, to overlap a batch's waits with the next batch's work,
-  :meth:`ConsumeLoop._dispatch` (start a batch; by default :meth:`process` it whole) and
-  :meth:`ConsumeLoop._settle` (wait until every batch dispatched is committed or has failed):
-  the loop settles before it counts idle time, and before it returns.
+  :meth:`ConsumeLoop._end` (once, around the loop).
 
 Subclasses keep their connection in ``self._conn``, their Kafka consumer in ``self._consumer``
 and their metrics in ``self._metrics`` (whose ``runtime`` holds
@@ -153,11 +149,6 @@ class ConsumeLoop(Service):
         which the ledger and the sinks deduplicate. The loop goes on with its new assignment.
         """
         await self._handle(batch)
-        await self._commit_or_skip(batch)
-
-    async def _commit_or_skip(self, batch: Batch) -> None:
-        """:meth:`_commit`, a commit refused by a rebalance logged and skipped (see
-        :meth:`process`)."""
         try:
             await self._commit(batch)
         except CommitFailedError:
@@ -183,35 +174,19 @@ class ConsumeLoop(Service):
         await self._end()
         return self._result()
 
-    async def _dispatch(self, batch: Batch) -> None:
-        """Start ``batch``'s work; by default, :meth:`process` it to the end."""
-        await self.process(batch)
-
-    async def _settle(self) -> None:
-        """Wait until every batch :meth:`_dispatch` started has ended (committed, or raised:
-        then this raises)."""
-
     async def _loop(self, until_idle: float | None) -> None:
-        try:
-            await self._loop_batches(until_idle)
-        finally:
-            await self._settle()
-
-    async def _loop_batches(self, until_idle: float | None) -> None:
         idle_since: float | None = None
         while not self._stop_requested.is_set():
             batch = await self._poll()
             if batch:
-                await self._dispatch(batch)
+                await self.process(batch)
                 idle_since = None
-            else:
-                await self._settle()  # idle: nothing in flight
-                if until_idle is not None and self._ready():
-                    now = time.monotonic()
-                    if idle_since is None:
-                        idle_since = now
-                    elif now - idle_since >= until_idle:
-                        break
+            elif until_idle is not None and self._ready():
+                now = time.monotonic()
+                if idle_since is None:
+                    idle_since = now
+                elif now - idle_since >= until_idle:
+                    break
             await self._report_lag()
             await self._tick()
 

@@ -3,23 +3,15 @@
 For each batch of ingress records the router checks authenticity first (the record must be
 signed by a registered, valid key of the agency that owns the ingress topic; see
 :mod:`planr.signing`), decodes (a ``Signal`` or a ``Withdrawal``; the agency a record claims
-must own the ingress topic too), validates (:mod:`routing.admission`), loads what its ledger
-knows of the batch's events, decides what each record means for its event
-(:mod:`routing.lifecycle`), decides every candidate recipient, produces every delivery,
-retraction and audit record (:mod:`routing.emitter`), each signed with the router's own key,
-waits until the broker has acknowledged all of them, saves the events' new states in the
-ledger, and only then commits the batch's offsets (at-least-once on the wire; the ledger turns
-a replay into duplicates, and sinks deduplicate by delivery id: effectively-once in every
-projection). It also reads the common database's removals (signed by the projector), and
-retracts every event about a removed person from every holder.
-
-Batches are pipelined, two deep: while one batch waits for its acknowledgements, its ledger
-save and its commit, the next one is decided and its outputs are sent behind the first one's.
-The next batch takes the new states of the events of the one in flight from memory (a copy),
-not from the ledger, which may not have them yet (a removal, too, finds the events of the
-batch in flight); it is acknowledged, saved and committed only after the first one. If the
-first one fails, the second is dropped unsaved and uncommitted, and both are read again
-(their outputs then come again, with the same ids).
+must own the ingress topic too), validates, loads what its ledger knows of the batch's events,
+decides what each record means for its event (:mod:`routing.lifecycle`), decides every
+candidate recipient, produces every delivery, retraction and audit record
+(:mod:`routing.emitter`), each signed with the router's own key, waits until the broker has
+acknowledged all of them, saves the events' new states in the ledger, and only then commits the
+batch's offsets (at-least-once on the wire; the ledger turns a replay into duplicates, and sinks
+deduplicate by delivery id: effectively-once in every projection). It also reads the common
+database's removals (signed by the projector), and retracts every event about a removed person
+from every holder.
 
 A record that cannot be processed goes to the dead-letter topic with a reason; the router
 never dies on a bad record.
@@ -27,27 +19,24 @@ never dies on a bad record.
 
 from __future__ import annotations
 
-import asyncio
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from planr.batching import BatchSender
-from planr.errors import UsageError
+from planr.errors import InvalidSignalError, PlanrError, UsageError
 from planr.identity import content_fingerprint
 from planr.kafka import KafkaConnection, make_consumer, make_producer
 from planr.loop import Batch, ConsumeLoop
-from planr.signing import ROUTER, KeyRegistry, Signer
+from planr.signing import PROJECTOR, ROUTER, KeyRegistry, SignatureError, Signer, verify_record
 from planr.telemetry import Metrics
 from planr.topics import Topics
-from routing.admission import Admission, Admitted
 from routing.emitter import Emitter, Encoders, RouterStats
-from routing.engine import Engine
+from routing.engine import Engine, Facts
 from routing.lifecycle import (
     EventState,
     Holding,
@@ -63,10 +52,11 @@ from routing.lifecycle import (
 from routing.views import Views
 from schemas.codec import Codec
 from schemas.names import FTF_REMOVAL, SIGNAL, WITHDRAWAL
+from schemas.validation import validate_signal_record, validate_withdrawal_record
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["Decided", "Router", "RouterStats"]
+__all__ = ["Router", "RouterStats"]
 
 #: The codec of the router's record batches: zstd (level 3) costs about a third of the CPU of
 #: aiokafka's lz4 (level 9) on the router's records and compresses them better
@@ -79,14 +69,17 @@ PRODUCER_LINGER_MS = 0
 
 
 @dataclass
-class Decided:
-    """A batch decided, its outputs sent: to be acknowledged, saved, then committed."""
+class Admitted:
+    """A record that passed authentication, decoding and validation."""
 
-    batch: Batch
-    emit: Emitter
-    admitted: list[Admitted]
-    changed: dict[str, EventState]  # the new states of its events
-    now: datetime
+    rec: ConsumerRecord
+    kind: str  # SIGNAL, WITHDRAWAL or FTF_REMOVAL
+    record: dict[str, Any]
+    facts: Facts | None = None
+
+    @property
+    def event_id(self) -> str:
+        return str(self.record["event_id"])
 
 
 class Router(ConsumeLoop):
@@ -118,7 +111,7 @@ class Router(ConsumeLoop):
             raise UsageError(f"signer: key {signer.key_id} belongs to {signer.owner}, "
                              f"not to the {ROUTER}")
         registry.check_signer(signer, at=datetime.now(UTC))
-        self._admission = Admission(registry=registry, topics=topics, codec=codec)
+        self._registry = registry
         self._signer = signer
         self._topics = topics
         self._engine = engine
@@ -140,8 +133,6 @@ class Router(ConsumeLoop):
         self.stats = RouterStats()
         self._counters: dict[tuple[str, bool], Any] = {}
         self._encoders = Encoders.of(codec)
-        self._in_flight: Decided | None = None  # dispatched, finishing (_finishing)
-        self._finishing: asyncio.Task[None] | None = None
         metrics.policy_info.labels(engine.version).set(1)
 
     async def _open(self) -> None:
@@ -186,30 +177,6 @@ class Router(ConsumeLoop):
     async def _handle(self, batch: Batch) -> None:
         """Decide and produce every output of the batch, wait for every acknowledgement, save
         the ledger; return only then (the commit follows)."""
-        await self._complete(await self._decide(batch))
-
-    async def _dispatch(self, batch: Batch) -> None:
-        """Decide ``batch`` (and send its outputs) while the batch before it finishes; then
-        let this one finish in its turn (acknowledged, saved, committed)."""
-        decided = await self._decide(batch)
-        await self._settle()  # the batch before: finished, or its error raised here
-        self._in_flight = decided
-        self._finishing = asyncio.create_task(self._finish(decided))
-
-    async def _finish(self, decided: Decided) -> None:
-        await self._complete(decided)
-        await self._commit_or_skip(decided.batch)
-
-    async def _settle(self) -> None:
-        task = self._finishing
-        if task is not None:
-            try:
-                await task
-            finally:
-                self._finishing = self._in_flight = None
-
-    async def _decide(self, batch: Batch) -> Decided:
-        """Admit, decide and send every output of ``batch`` (none acknowledged yet)."""
         # The batch's wall-clock time, not the record timestamps: those are set by the
         # producer and not covered by the signature, so they cannot extend a key's validity.
         now = datetime.now(UTC)
@@ -219,45 +186,27 @@ class Router(ConsumeLoop):
                        counters=self._counters, encoders=self._encoders,
                        dead_letters=not self._reapply)
         admitted = [a for recs in batch.values() for rec in recs
-                    if (a := await self._admission.admit(rec, now, emit)) is not None]
-        before = self._in_flight  # its new states may not be in the ledger yet
-        ids = await self._events_of(admitted, before)
-        states = await self._ledger.load(ids)
-        if before is not None:  # a copy: the batch in flight saves its own objects
-            states.update({i: copy.deepcopy(before.changed[i])
-                           for i in ids & before.changed.keys()})
+                    if (a := await self._admit(rec, now, emit)) is not None]
+        states = await self._ledger.load(await self._events_of(admitted))
         changed: dict[str, EventState] = {}
         for a in admitted:
             await self._apply(a, states, changed, emit)
-        await emit.out.send_all()  # in the producer's queues, ahead of the next batch's
-        return Decided(batch, emit, admitted, changed, now)
-
-    async def _complete(self, decided: Decided) -> None:
-        """Wait for every acknowledgement of a decided batch, then save its states."""
-        emit = decided.emit
-        await emit.out.wait()  # DeliveryError: nothing saved or committed, batch redelivered
+        await emit.out.flush()  # DeliveryError: nothing saved or committed, batch redelivered
         emit.finish()  # the batch's metrics, once its outputs are acknowledged
-        await self._ledger.save(list(decided.changed.values()), decided.now)
+        await self._ledger.save(list(changed.values()), now)
         acked = datetime.now(UTC)
-        for a in decided.admitted:
+        for a in admitted:
             if a.kind == SIGNAL:
                 published: datetime = a.record["published_at"]
                 self._metrics.routing_latency.observe(max(0.0, (acked - published)
                                                           .total_seconds()))
 
-    async def _events_of(self, admitted: list[Admitted], before: Decided | None) -> set[str]:
-        """The events the batch touches: its own, and those of each removed subject (in the
-        ledger, or in the batch ``before`` still in flight)."""
+    async def _events_of(self, admitted: list[Admitted]) -> set[str]:
         ids = {a.event_id for a in admitted if a.kind != FTF_REMOVAL}
         for a in admitted:
             if a.kind == FTF_REMOVAL:
-                subject = a.record["subject_id"]
-                events = set(await self._ledger.subject_events(subject))
-                if before is not None:
-                    events.update(i for i, state in before.changed.items()
-                                  if state.subject_id == subject)
-                a.record["events"] = sorted(events)
-                ids.update(events)
+                a.record["events"] = await self._ledger.subject_events(a.record["subject_id"])
+                ids.update(a.record["events"])
         return ids
 
     async def _commit(self, batch: Batch) -> None:
@@ -267,6 +216,63 @@ class Router(ConsumeLoop):
         self.stats.records += count
         self.stats.batches += 1
         self._metrics.batch_size.observe(count)
+
+    async def _authentic(self, rec: ConsumerRecord, now: datetime, emit: Emitter) -> bool:
+        """Whether ``rec`` is signed by the owner of its topic (the agency of an ingress topic,
+        the projector for removals); if not, it is dead-lettered (``unauthenticated``, the
+        sub-reason and key id) and never decoded."""
+        agency = self._topics.agency_of_ingress(rec.topic)
+        owner = PROJECTOR if rec.topic == self._topics.ftf_removals else (
+            agency.value if agency is not None else None)
+        if owner is None:
+            await emit.dead_letter(rec, "agency_mismatch", "not an ingress topic")
+            return False
+        if rec.value is None:
+            await emit.dead_letter(rec, "undecodable", "record has no value (tombstone)")
+            return False
+        try:
+            verify_record(self._registry, rec.topic, rec.value, rec.headers, at=now,
+                          expected_owner=owner)
+        except SignatureError as exc:
+            log.warning("router.unauthenticated", topic=rec.topic, partition=rec.partition,
+                        offset=rec.offset, detail_reason=exc.detail_reason, key_id=exc.key_id)
+            await emit.dead_letter(rec, exc.reason, exc.detail)
+            return False
+        return True
+
+    async def _admit(self, rec: ConsumerRecord, now: datetime,
+                     emit: Emitter) -> Admitted | None:
+        """Check and decode one record; a bad one is dead-lettered and ``None`` returned."""
+        if not await self._authentic(rec, now, emit):
+            return None
+        try:
+            if rec.topic == self._topics.ftf_removals:
+                return Admitted(rec, FTF_REMOVAL, self._codec.decode(rec.value, FTF_REMOVAL))
+            kind = self._ingress_kind(rec)
+            record = self._codec.decode(rec.value, kind)
+            expected = self._topics.agency_of_ingress(rec.topic)
+            if expected is None or record["agency"] != expected.value:
+                await emit.dead_letter(rec, "agency_mismatch",
+                                       "claimed agency does not own this ingress topic")
+                return None
+            if kind == WITHDRAWAL:
+                return Admitted(rec, kind, validate_withdrawal_record(record))
+            validate_signal_record(record, now=now)
+            return Admitted(rec, kind, record, Facts.of(record))
+        except InvalidSignalError as exc:  # the field path, never the value
+            await emit.dead_letter(rec, exc.reason, exc.field or str(exc))
+        except PlanrError as exc:
+            await emit.dead_letter(rec, exc.reason, str(exc))
+        except (KeyError, TypeError, ValueError) as exc:
+            await emit.dead_letter(rec, "invalid_signal", type(exc).__name__)
+        return None
+
+    def _ingress_kind(self, rec: ConsumerRecord) -> str:
+        kind: str = self._codec.writer_of(rec.value).name
+        if kind not in (SIGNAL, WITHDRAWAL):
+            raise InvalidSignalError(f"a {kind} has no place on an ingress topic",
+                                     reason="unexpected_record")
+        return kind
 
     async def _apply(self, a: Admitted, states: dict[str, EventState],
                      changed: dict[str, EventState], emit: Emitter) -> None:
