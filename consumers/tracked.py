@@ -43,7 +43,7 @@ from consumers.store.tables import outbox as outbox_table
 from planr.errors import TopicsMissingError
 from planr.identity import CONFLICT, same_event
 from planr.kafka import KafkaConnection, make_consumer
-from planr.loop import Batch, ConsumeLoop
+from planr.loop import Batch, ConsumeLoop, settle_heap
 from planr.signing import ROUTER, KeyRegistry, SignatureError, verify_record
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
@@ -303,6 +303,7 @@ class TrackedConsumer(ConsumeLoop):
         if not self.started:
             self.start_timeout = start_timeout
         await self.start()
+        settle_heap()
         end = await self._consumer.end_offsets(self._tps)
         empty_polls = 0
         while True:
