@@ -56,9 +56,9 @@ Batch = dict[TopicPartition, list[ConsumerRecord]]
 
 #: The collector's thresholds once a service runs (CPython's default: 700, 10, 10). A batch
 #: allocates hundreds of thousands of objects that live only as long as the batch, so at 700 a
-#: young collection ran every few records (~900 collections per 20,000 projected events,
-#: ~5% of the projector's CPU, ~2.5% of the router's; docs/benchmarks.md). Cycles still die in
-#: the young generations, after 50,000 allocations instead of 700.
+#: young collection ran every few records (~900 collections per 20,000 projected events, ~5%
+#: of the projector's CPU; docs/benchmarks.md). Cycles still die in the young generations,
+#: after 50,000 allocations instead of 700.
 GC_THRESHOLDS = (50_000, 10, 10)
 
 
