@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from planr.loop import Batch, ConsumeLoop
+from planr.loop import Batch
+from tests.loop_helpers import ScriptedLoop
 
 
 @pytest.fixture
@@ -22,25 +23,15 @@ def collector_restored() -> Iterator[None]:
     gc.unfreeze()
 
 
-class Allocating(ConsumeLoop):
+class Allocating(ScriptedLoop):
     """One batch whose handling allocates ``objects`` small containers that die with it,
     counting the collections that run meanwhile."""
 
     def __init__(self, objects: int) -> None:
-        super().__init__()
+        super().__init__([{"tp": ["r"]}])
         self.objects = objects
-        self.batches: list[Batch] = [{"tp": ["r"]}]
         self.collections = 0
         self.frozen = 0
-
-    async def _open(self) -> None:
-        return None
-
-    async def _close(self) -> None:
-        return None
-
-    async def _poll(self) -> Batch:
-        return self.batches.pop(0) if self.batches else {}
 
     def _count(self, phase: str, _info: dict[str, Any]) -> None:
         if phase == "start":

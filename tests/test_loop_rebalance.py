@@ -7,26 +7,17 @@ from __future__ import annotations
 import pytest
 from aiokafka.errors import CommitFailedError
 
-from planr.loop import Batch, ConsumeLoop
+from planr.loop import Batch
+from tests.loop_helpers import ScriptedLoop
 
 
-class Scripted(ConsumeLoop):
+class Scripted(ScriptedLoop):
     """Hands out two one-record batches; the first commit is refused by a rebalance."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.batches: list[Batch] = [{"tp-a": ["r1"]}, {"tp-a": ["r2"]}]
+        super().__init__([{"tp-a": ["r1"]}, {"tp-a": ["r2"]}])
         self.handled: list[Batch] = []
         self.committed: list[Batch] = []
-
-    async def _open(self) -> None:
-        return None
-
-    async def _close(self) -> None:
-        return None
-
-    async def _poll(self) -> Batch:
-        return self.batches.pop(0) if self.batches else {}
 
     async def _handle(self, batch: Batch) -> None:
         self.handled.append(batch)
