@@ -26,7 +26,6 @@ from prometheus_client import CollectorRegistry
 from benchmarks.projector import (
     SIGNINGS,
     _produce,
-    _Timed,
     bench_pg_url,
     figures,
     on_stores,
@@ -50,24 +49,21 @@ from scenarios.keys import throwaway_keys
 ARRONDISSEMENTS = ("brussel", "antwerpen", "oost-vlaanderen", "liege")
 
 
-class _TimedInboxes(_Timed, InboxService):
-    pass
-
-
 async def _store(conn: KafkaConnection, topics: Topics, url: str, count: int,
-                 registry: KeyRegistry, *, store: str) -> dict[str, float]:
+                 registry: KeyRegistry, *, key: str, check_process: bool) -> dict[str, float]:
     setup = prepare(DEFAULT_POLICY)
     async with Database(url) as db:
-        service = _TimedInboxes(
+        service = InboxService(
             conn=conn, db=db, topics=topics, codec=setup.codec,
             metrics=StoreMetrics(CollectorRegistry()), registry=registry,
-            recipients=[Recipient(RecipientClass.TFL, a) for a in ARRONDISSEMENTS])
+            recipients=[Recipient(RecipientClass.TFL, a) for a in ARRONDISSEMENTS],
+            check_process=check_process)
         async with service:
             started = time.perf_counter()
             await service.catch_up()
             elapsed = time.perf_counter() - started
         assert service.stored == count, (service.stored, service.stats)
-    return figures(store, count, elapsed, service.verify_seconds)
+    return figures(key, count, elapsed, service.stats.verify_seconds)
 
 
 async def bench(count: int = 50_000, pg_url: str | None = None) -> dict[str, float]:
@@ -91,9 +87,9 @@ async def bench(count: int = 50_000, pg_url: str | None = None) -> dict[str, flo
                                    signed_as(signing, keys.signer(ROUTER), name, values))
             return await on_stores(
                 pg_url, Path(tmp),
-                lambda store, url, signing: _store(
+                lambda store, url, signing, check: _store(
                     conn, by_signing[signing], url, count, keys.registry,
-                    store=store_key(store, signing)))
+                    key=store_key(store, signing, check), check_process=check))
 
 
 def run(count: int = 50_000) -> dict[str, float]:

@@ -15,9 +15,13 @@ figures ``sqlite`` and ``postgresql``), and one signature per record (``sqlite_s
 PostgreSQL is measured when ``PLANR_BENCH_PG_URL`` (or ``PLANR_TEST_PG_URL``) names a server
 (any database on it: the benchmark creates and drops its own).
 
-Besides events per second, each store reports the share of the run spent verifying the
-records' signatures (``<store>_verify_share``) and the rate the rest of the projector would
-reach with verification free (``<store>_without_verify``).
+Each figure is measured twice, on fresh databases: as the services run the projector, the
+records checked (signature, decoding) in a process of its own while the batch before is
+written (``check_process``, :mod:`consumers.checking`: ``sqlite``), then checked in the
+projector's own process (``sqlite_in_process``). Besides events per second, each reports the
+share of the run spent verifying the records' signatures (``<figure>_verify_share``, in the
+checking process for the first) and, checked in process, the rate the rest of the projector
+would reach with verification free (``<figure>_without_verify``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import make_url, text
@@ -45,7 +48,6 @@ from planr.batching import CHUNK_RECORDS
 from planr.broker import EmbeddedBroker
 from planr.domain import Recipient, RecipientClass
 from planr.kafka import KafkaConnection, make_producer
-from planr.loop import Batch
 from planr.signing import ROUTER, KeyRegistry, Signer, sign_chunk
 from planr.topics import Topics, provision
 from routing import DEFAULT_POLICY
@@ -81,49 +83,37 @@ def signed_as(signing: str, signer: Signer, topic: str, values: list[bytes]
     return out
 
 
-def store_key(store: str, signing: str) -> str:
-    """The figure's name: ``sqlite`` (chunk-signed, as routed) or ``sqlite_single``."""
-    return store if signing == "chunk" else f"{store}_{signing}"
+def store_key(store: str, signing: str, check_process: bool = True) -> str:
+    """The figure's name: ``sqlite`` (chunk-signed, as routed) or ``sqlite_single``; with
+    ``_in_process`` when the consumer checks its records in its own process."""
+    key = store if signing == "chunk" else f"{store}_{signing}"
+    return key if check_process else f"{key}_in_process"
 
 
-class _Timed:
-    """Mixed into a consumer: the time spent verifying signatures (``_authentic``)."""
-
-    verify_seconds = 0.0
-
-    def _authentic(self, batch: Batch, dead: list[dict[str, Any]]) -> Batch:
-        started = time.perf_counter()
-        try:
-            out: Batch = super()._authentic(batch, dead)  # type: ignore[misc]
-        finally:
-            self.verify_seconds += time.perf_counter() - started
-        return out
-
-
-class _TimedProjector(_Timed, Projector):
-    pass
-
-
-def figures(store: str, records: int, elapsed: float, verify: float) -> dict[str, float]:
-    """Records per second, the verification share, and the rate without verification."""
-    return {store: records / elapsed, f"{store}_verify_share": verify / elapsed,
-            f"{store}_without_verify": records / max(elapsed - verify, 1e-9)}
+def figures(key: str, records: int, elapsed: float, verify: float) -> dict[str, float]:
+    """Records per second and the verification share; checked in process, also the rate
+    without verification (in a checking process, it runs beside the rest)."""
+    out = {key: records / elapsed, f"{key}_verify_share": verify / elapsed}
+    if key.endswith("_in_process"):
+        out[f"{key}_without_verify"] = records / max(elapsed - verify, 1e-9)
+    return out
 
 
 async def _project(conn: KafkaConnection, topics: Topics, url: str, events: int,
-                   registry: KeyRegistry, *, store: str) -> dict[str, float]:
+                   registry: KeyRegistry, *, key: str, check_process: bool) -> dict[str, float]:
     setup = prepare(DEFAULT_POLICY)
     async with Database(url) as db:
-        projector = _TimedProjector(
+        projector = Projector(
             conn=conn, db=db, topics=topics, codec=setup.codec,
             access=AccessConfig.load(DEFAULT_ACCESS_FILE),
-            metrics=StoreMetrics(CollectorRegistry()), registry=registry)
-        async with projector:
+            metrics=StoreMetrics(CollectorRegistry()), registry=registry,
+            check_process=check_process)
+        async with projector:  # the checking process starts here, before the clock
             started = time.perf_counter()
             await projector.catch_up()
             elapsed = time.perf_counter() - started
         assert projector.stats.records == events, projector.stats
-    return figures(store, events, elapsed, projector.verify_seconds)
+    return figures(key, events, elapsed, projector.stats.verify_seconds)
 
 
 async def _pg_database(admin_url: str, name: str, *, drop: bool) -> str:
@@ -140,20 +130,27 @@ async def _pg_database(admin_url: str, name: str, *, drop: bool) -> str:
     return admin.set(database=name).render_as_string(hide_password=False)
 
 
+#: checked in a process of their own (as the services run), then in the consumer's process
+CHECK_PROCESS = (True, False)
+
+
 async def on_stores(pg_url: str | None, tmp: Path,
-                    measure: Callable[[str, str, str], Awaitable[dict[str, float]]]
+                    measure: Callable[[str, str, str, bool], Awaitable[dict[str, float]]]
                     ) -> dict[str, float]:
-    """``measure(store, url, signing)`` for each of :data:`SIGNINGS`, on a fresh SQLite file,
-    then on a fresh PostgreSQL database."""
+    """``measure(store, url, signing, check_process)`` for each of :data:`SIGNINGS` and
+    :data:`CHECK_PROCESS`, each on a fresh SQLite file, then on a fresh PostgreSQL
+    database."""
     results: dict[str, float] = {}
-    for signing in SIGNINGS:
-        results.update(await measure("sqlite", sqlite_url(tmp, f"{signing}.db"), signing))
+    runs = [(s, c) for s in SIGNINGS for c in CHECK_PROCESS]
+    for signing, check in runs:
+        url = sqlite_url(tmp, f"{store_key('sqlite', signing, check)}.db")
+        results.update(await measure("sqlite", url, signing, check))
     if pg_url:
-        for signing in SIGNINGS:
+        for signing, check in runs:
             name = f"planr_bench_{uuid.uuid4().hex[:8]}"
             url = await _pg_database(pg_url, name, drop=False)
             try:
-                results.update(await measure("postgresql", url, signing))
+                results.update(await measure("postgresql", url, signing, check))
             finally:
                 await _pg_database(pg_url, name, drop=True)
     return results
@@ -175,9 +172,9 @@ async def bench(events: int = 50_000, pg_url: str | None = None) -> dict[str, fl
                                signed_as(signing, keys.signer(ROUTER), topic, values))
             return await on_stores(
                 pg_url, Path(tmp),
-                lambda store, url, signing: _project(
+                lambda store, url, signing, check: _project(
                     conn, by_signing[signing], url, events, keys.registry,
-                    store=store_key(store, signing)))
+                    key=store_key(store, signing, check), check_process=check))
 
 
 def bench_pg_url() -> str | None:
@@ -191,10 +188,11 @@ def report(title: str, unit: str, results: dict[str, float]) -> None:
             print(f"  {store:<12} (not measured: set PLANR_BENCH_PG_URL)")
             continue
         for signing in SIGNINGS:
-            key = store_key(store, signing)
-            print(f"  {store:<12} {signing:<6} {results[key]:>10,.0f} {unit}/s  (verification "
-                  f"{results[key + '_verify_share']:.0%} of the time; without it "
-                  f"{results[key + '_without_verify']:,.0f}/s)")
+            key, inside = store_key(store, signing), store_key(store, signing, False)
+            print(f"  {store:<12} {signing:<6} {results[key]:>10,.0f} {unit}/s  checking in "
+                  f"its own process; {results[inside]:,.0f}/s in the consumer's (verification "
+                  f"{results[inside + '_verify_share']:.0%} of the time; without it "
+                  f"{results[inside + '_without_verify']:,.0f}/s)")
 
 
 def run(events: int = 50_000) -> dict[str, float]:

@@ -319,7 +319,8 @@ async def _demo(c: Context, setup: RoutingSetup, n: int, seed: int,
             stack, conn=conn, topics=topics, ftf_db=await _store(c, stack, "ftf"),
             inbox_db=await _store(c, stack, "inboxes"), codec=setup.codec,
             access=c.access_config(), metrics=default_store_metrics(), registry=keys.registry,
-            projector_signer=keys.signer(PROJECTOR), inboxes_signer=keys.signer(INBOXES))
+            projector_signer=keys.signer(PROJECTOR), inboxes_signer=keys.signer(INBOXES),
+            check_process=c.settings.check_process)
         jib = await start_jib_demo(
             stack, conn=conn, topics=topics, db=await _store(c, stack, "jib"),
             policy=setup.policy, panels_file=DEFAULT_PANELS_FILE, codec=setup.codec,

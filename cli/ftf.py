@@ -55,7 +55,8 @@ def project(ctx: typer.Context, until_idle: UntilIdle = None) -> None:
     async def work(db: Database) -> None:
         outbox = Outbox(conn=conn, topics=c.topics, metrics=metrics, signer=signer)
         p = Projector(conn=conn, db=db, topics=c.topics, codec=Codec(), access=access,
-                      metrics=metrics, registry=registry, outbox=outbox)
+                      metrics=metrics, registry=registry, outbox=outbox,
+                      check_process=c.settings.check_process)
         await serve_store(p, outbox, until_idle, "projected")
 
     c.with_db("ftf", work)

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
                     "Kafka answers as soon as a record arrives, Tansu much later, so lower it "
                     "on Tansu when latency matters.",
     )
+    check_process: bool = Field(
+        default=True,
+        description="Check signatures and decode the records of the common-database projector "
+                    "and the inbox service in a process of their own, on another core, while "
+                    "the consumer writes; false: in the consumer's process.",
+    )
     signing_key: Path | None = Field(
         default=None,
         description="This process's Ed25519 private key file (PEM); its name is the key id.",

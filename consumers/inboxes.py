@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -30,7 +31,6 @@ from planr.domain import Recipient, RecipientClass, all_recipients
 from planr.errors import PlanrError
 from planr.identity import CONFLICT, content_fingerprint
 from planr.kafka import KafkaConnection
-from planr.loop import Batch
 from planr.signing import KeyRegistry
 from planr.topics import Topics
 from schemas.codec import Codec
@@ -43,6 +43,37 @@ INBOX_CLASSES = frozenset({RecipientClass.TFL, RecipientClass.WG, RecipientClass
 def inbox_recipients() -> list[Recipient]:
     """Every recipient with a durable inbox: 12 TFL, 12 WG, 565 CSIL R."""
     return [r for r in all_recipients() if r.cls in INBOX_CLASSES]
+
+
+@dataclass(frozen=True)
+class DecodeInboxRow:
+    """Decodes one delivery or retraction into its inbox row (without its topic position) and
+    whether it is a retraction (the inbox service's
+    :meth:`~consumers.tracked.TrackedConsumer.decoder`; it may run in the checking process)."""
+
+    codec: Codec
+
+    def __call__(self, topic: str, value: bytes) -> tuple[dict[str, Any], bool]:  # noqa: ARG002
+        if self.codec.writer_of(value).name == RETRACTION:
+            r = self.codec.decode(value, RETRACTION)
+            return {
+                "delivery_id": r["delivery_id"], "recipient": r["recipient"],
+                "event_id": r["event_id"], "rule": "", "rules": "",
+                "policy_version": r["policy_version"], "routed_at": r["retracted_at"],
+                "view": "", "payload": None, "content_hash": None, "version": r["version"],
+                "retracted_at": r["retracted_at"], "retraction_reason": r["reason"],
+            }, True
+        env = self.codec.decode(value, DELIVERY)
+        view = self.codec.decode(env["payload"], view_schema_name(env["view"]))
+        return {
+            "delivery_id": env["delivery_id"], "recipient": env["recipient"],
+            "event_id": env["event_id"], "rule": env["rule"],
+            "rules": ",".join(env.get("rules") or ()),
+            "policy_version": env["policy_version"], "routed_at": env["routed_at"],
+            "view": env["view"], "payload": env["payload"],
+            "content_hash": content_fingerprint(view), "version": env["version"],
+            "retracted_at": None, "retraction_reason": None,
+        }, False
 
 
 class InboxService(TrackedConsumer):
@@ -61,6 +92,7 @@ class InboxService(TrackedConsumer):
         recipients: Iterable[Recipient] | None = None,
         outbox: Outbox | None = None,
         max_batch: int = 2000,
+        check_process: bool = False,
     ) -> None:
         chosen = list(recipients) if recipients is not None else inbox_recipients()
         for r in chosen:
@@ -69,32 +101,28 @@ class InboxService(TrackedConsumer):
         self._by_topic = {topics.delivery(r): r for r in chosen}
         super().__init__(name=INBOXES, conn=conn, db=db, codec=codec, metrics=metrics,
                          topics=list(self._by_topic), registry=registry, outbox=outbox,
-                         max_batch=max_batch)
+                         max_batch=max_batch, check_process=check_process)
         self.stored = 0
 
-    async def prepare(self, batch: Batch, dead: list[dict[str, Any]]
+    def decoder(self) -> DecodeInboxRow:
+        return DecodeInboxRow(self._codec)
+
+    async def prepare(self, checked: list[tuple[ConsumerRecord, Any]],
+                      dead: list[dict[str, Any]]
                       ) -> list[tuple[ConsumerRecord, dict[str, Any], bool]]:
         """The rows to apply, with whether each is a retraction: decoded (a payload that does
         not decode is dead-lettered, never stored) and addressed to this topic's recipient;
         possibly while the batch before is written (:mod:`consumers.tracked`)."""
         out = []
-        for tp, records in batch.items():
-            expected = str(self._by_topic[tp.topic])
-            for i, rec in enumerate(records, 1):
-                if i % PREPARE_SLICE == 0:
-                    await asyncio.sleep(0)  # let the write in progress go on
-                try:
-                    kind = self._codec.writer_of(rec.value).name
-                    row = (self._retraction_row(rec) if kind == RETRACTION
-                           else self._delivery_row(rec))
-                except PlanrError as exc:
-                    self.dead_letter(dead, rec, exc.reason, str(exc))
-                    continue
-                if row["recipient"] != expected:
-                    self.dead_letter(dead, rec, "recipient_mismatch",
-                                     "delivery addressed to another recipient")
-                    continue
-                out.append((rec, row, kind == RETRACTION))
+        for i, (rec, (row, retraction)) in enumerate(checked, 1):
+            if i % PREPARE_SLICE == 0:
+                await asyncio.sleep(0)  # let the write in progress go on
+            if row["recipient"] != str(self._by_topic[rec.topic]):
+                self.dead_letter(dead, rec, "recipient_mismatch",
+                                 "delivery addressed to another recipient")
+                continue
+            out.append((rec, {**row, "topic_partition": rec.partition,
+                              "topic_offset": rec.offset}, retraction))
         return out
 
     async def handle(self, conn: AsyncConnection,
@@ -137,33 +165,6 @@ class InboxService(TrackedConsumer):
             for r in rows:
                 found[r[0]] = Kept(r[1], r[2], r[3] is not None)
         return found
-
-    def _delivery_row(self, rec: ConsumerRecord) -> dict[str, Any]:
-        env = self._codec.decode(rec.value, DELIVERY)
-        view = self._codec.decode(env["payload"], view_schema_name(env["view"]))
-        return {
-            "delivery_id": env["delivery_id"], "recipient": env["recipient"],
-            "event_id": env["event_id"], "rule": env["rule"],
-            "rules": ",".join(env.get("rules") or ()),
-            "policy_version": env["policy_version"], "routed_at": env["routed_at"],
-            "view": env["view"], "payload": env["payload"],
-            "topic_partition": rec.partition, "topic_offset": rec.offset,
-            "content_hash": content_fingerprint(view), "version": env["version"],
-            "retracted_at": None, "retraction_reason": None,
-        }
-
-    def _retraction_row(self, rec: ConsumerRecord) -> dict[str, Any]:
-        r = self._codec.decode(rec.value, RETRACTION)
-        return {
-            "delivery_id": r["delivery_id"], "recipient": r["recipient"],
-            "event_id": r["event_id"], "rule": "", "rules": "",
-            "policy_version": r["policy_version"], "routed_at": r["retracted_at"],
-            "view": "", "payload": None,
-            "topic_partition": rec.partition, "topic_offset": rec.offset,
-            "content_hash": None, "version": r["version"],
-            "retracted_at": r["retracted_at"], "retraction_reason": r["reason"],
-        }
-
 
 async def follow_inbox(
     service: InboxService,

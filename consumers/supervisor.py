@@ -57,20 +57,23 @@ async def start_store_services(
     registry: KeyRegistry,
     projector_signer: Signer,
     inboxes_signer: Signer,
+    check_process: bool = False,
 ) -> StoreServices:
     """Start the projector (on the common database) and every inbox consumer (on the inboxes'
     store), each with its outbox (signing with the service's own key), on ``stack`` (which
-    stops them in reverse order)."""
+    stops them in reverse order); ``check_process``: each checks its records in a process of
+    its own (:mod:`consumers.checking`)."""
     services: list[TrackedConsumer] = []
     outbox = await stack.enter_async_context(
         Outbox(conn=conn, topics=topics, metrics=metrics, signer=projector_signer))
     services.append(await stack.enter_async_context(
         Projector(conn=conn, db=ftf_db, topics=topics, codec=codec, access=access,
-                  metrics=metrics, registry=registry, outbox=outbox)))
+                  metrics=metrics, registry=registry, outbox=outbox,
+                  check_process=check_process)))
     outbox = await stack.enter_async_context(
         Outbox(conn=conn, topics=topics, metrics=metrics, signer=inboxes_signer,
                kinds=[DEAD_LETTER_KIND]))
     services.append(await stack.enter_async_context(
         InboxService(conn=conn, db=inbox_db, topics=topics, codec=codec, metrics=metrics,
-                     registry=registry, outbox=outbox)))
+                     registry=registry, outbox=outbox, check_process=check_process)))
     return StoreServices(services)

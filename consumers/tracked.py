@@ -13,13 +13,14 @@ has no value, is dead-lettered in the batch's transaction and changes nothing el
 is stored with the batch all the same.
 
 Reading ahead: while the database writes one batch (in the driver's thread, or in the server),
-the consumer reads the next batch and prepares it: checks its signatures and runs the
-subclass's :meth:`TrackedConsumer.prepare` (decoding: work that reads no table), in slices that
-give way to the write in progress. Nothing of that batch is written before its own
-transaction, which reads the tables as the previous one committed them: the guarantees above
-are those of one batch at a time. A batch read ahead when a stop is requested is still
-processed and committed before the loop ends; after a failure it is dropped with the process,
-and read again from the stored offsets.
+the consumer reads the next batch and prepares it: checks its signatures and decodes its
+records (:mod:`consumers.checking`: in slices that give way to the write in progress, or in a
+process of its own with ``check_process``), then runs the subclass's
+:meth:`TrackedConsumer.prepare` (work that reads no table). Nothing of that batch is written
+before its own transaction, which reads the tables as the previous one committed them: the
+guarantees above are those of one batch at a time. A batch read ahead when a stop is
+requested is still processed and committed before the loop ends; after a failure it is
+dropped with the process, and read again from the stored offsets.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from consumers.checking import Check, CheckWorker, RecordCheck, Refused
 from consumers.metrics import StoreMetrics
 from consumers.outbox import DEAD_LETTER_KIND, Outbox, outbox_row
 from consumers.store import Database
@@ -44,7 +46,7 @@ from planr.errors import TopicsMissingError
 from planr.identity import CONFLICT, same_event
 from planr.kafka import KafkaConnection, make_consumer
 from planr.loop import Batch, ConsumeLoop, settle_heap
-from planr.signing import ROUTER, KeyRegistry, SignatureError, verify_record
+from planr.signing import ROUTER, KeyRegistry
 from schemas.codec import Codec
 from schemas.dead_letter import dead_letter_record
 from schemas.names import DEAD_LETTER
@@ -77,6 +79,7 @@ class ConsumerStats:
     duplicates: int = 0
     bad: int = 0
     ahead: int = 0  # batches read and prepared while the one before was written
+    verify_seconds: float = 0.0  # checking signatures (in the checking process, if any)
 
 
 class TrackedConsumer(ConsumeLoop):
@@ -85,9 +88,10 @@ class TrackedConsumer(ConsumeLoop):
     :meth:`prepare` made them ready."""
 
     #: read and prepare the next batch while the current one is written (module doc);
-    #: ``None``: only when the store is a server (PostgreSQL). SQLite writes in a thread of
-    #: this process that takes the interpreter lock for every row: preparing meanwhile slowed
-    #: the writes more than it saved (measured, see docs/benchmarks.md)
+    #: ``None``: when the store is a server (PostgreSQL) or the checks run in their own
+    #: process. SQLite writes in a thread of this process that takes the interpreter lock for
+    #: every row: checking in this process meanwhile slowed the writes more than it saved
+    #: (measured, see docs/benchmarks.md)
     read_ahead: bool | None = None
 
     def __init__(
@@ -103,8 +107,11 @@ class TrackedConsumer(ConsumeLoop):
         expected_owner: str = ROUTER,
         outbox: Outbox | None = None,
         max_batch: int = 2000,
+        check_process: bool = False,
     ) -> None:
         self.name = name
+        self._check_process = check_process
+        self._worker: CheckWorker | None = None
         self._registry = registry
         self._expected_owner = expected_owner
         self._db = db
@@ -126,12 +133,26 @@ class TrackedConsumer(ConsumeLoop):
         try:
             await self._consumer.start()
             await self._assign()
+            if self._check_process:
+                self._worker = CheckWorker(self.record_check())
+                await self._worker.start()
         except BaseException:
-            await self._consumer.stop()
+            try:
+                await self._consumer.stop()
+            finally:
+                await self._stop_worker()
             raise
 
     async def _close(self) -> None:
-        await self._consumer.stop()
+        try:
+            await self._consumer.stop()
+        finally:
+            await self._stop_worker()
+
+    async def _stop_worker(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()
 
     async def _assign(self) -> None:
         await self._consumer.topics()  # refresh metadata of every topic
@@ -161,12 +182,27 @@ class TrackedConsumer(ConsumeLoop):
         log.info("store_consumer.assigned", consumer=self.name, partitions=len(tps),
                  resumed=len(tps) - len(fresh))
 
-    async def prepare(self, batch: Batch, dead: list[dict[str, Any]]) -> Any:  # noqa: ARG002
-        """What :meth:`handle` gets of the authentic records of ``batch``: work that reads no
-        table (decoding), done outside the transaction, possibly while the previous batch is
-        written; a record refused here goes to ``dead`` (:meth:`dead_letter`). Give way to
-        the loop (``await asyncio.sleep(0)``) every :data:`PREPARE_SLICE` records or so.
-        Default: the batch itself."""
+    def decoder(self) -> Callable[[str, bytes], Any] | None:
+        """What decodes an authentic record (topic, value) for :meth:`prepare`: picklable (it
+        may run in the checking process, :mod:`consumers.checking`), reading no state of this
+        consumer; it raises a PlanrError for a record to dead-letter. Default: none."""
+        return None
+
+    def record_check(self) -> Check:
+        """The check every record passes before :meth:`prepare` (signature, then
+        :meth:`decoder`)."""
+        return RecordCheck(self._registry, self._expected_owner, self.decoder())
+
+    async def prepare(self, checked: list[tuple[ConsumerRecord, Any]],
+                      dead: list[dict[str, Any]]) -> Any:  # noqa: ARG002
+        """What :meth:`handle` gets of the authentic records of a batch, each with what
+        :meth:`decoder` made of it: work that reads no table, done outside the transaction,
+        possibly while the previous batch is written; a record refused here goes to ``dead``
+        (:meth:`dead_letter`). Give way to the loop (``await asyncio.sleep(0)``) every
+        :data:`PREPARE_SLICE` records or so. Default: the records, as a batch."""
+        batch: Batch = {}
+        for rec, _ in checked:
+            batch.setdefault(TopicPartition(rec.topic, rec.partition), []).append(rec)
         return batch
 
     async def handle(self, conn: AsyncConnection, batch: Any) -> None:
@@ -194,7 +230,7 @@ class TrackedConsumer(ConsumeLoop):
             prepared = await self._prepare(batch)
         reading = None
         ahead = self.read_ahead if self.read_ahead is not None else (
-            self._db.dialect == "postgresql")
+            self._db.dialect == "postgresql" or self._worker is not None)
         if (ahead and self._ahead is None and self._consumer is not None
                 and not self._stop_requested.is_set()):
             reading = asyncio.ensure_future(self._read_ahead())
@@ -224,41 +260,34 @@ class TrackedConsumer(ConsumeLoop):
             self.stats.ahead += 1
 
     async def _prepare(self, batch: Batch) -> Prepared:
-        """Check the signatures of ``batch`` (in slices) then :meth:`prepare` what passed."""
-        dead: list[dict[str, Any]] = []
-        authentic: Batch = {}
-        for tp, records in batch.items():
-            for i in range(0, len(records), PREPARE_SLICE):
-                for key, kept in self._authentic({tp: records[i : i + PREPARE_SLICE]},
-                                                 dead).items():
-                    authentic.setdefault(key, []).extend(kept)
+        """Check and decode the records of ``batch`` (:meth:`record_check`: in the checking
+        process, or here in slices), dead-letter the refused ones, then :meth:`prepare` the
+        others."""
+        records = [rec for recs in batch.values() for rec in recs]
+        items = [(rec.topic, rec.value, rec.headers) for rec in records]
+        if self._worker is not None:
+            outcomes, self_seconds = await self._worker.check(items)
+        else:
+            check, outcomes, self_seconds = self.record_check(), [], 0.0
+            for i in range(0, len(items), PREPARE_SLICE):
+                part, seconds = check(items[i : i + PREPARE_SLICE])
+                outcomes += part
+                self_seconds += seconds
                 await asyncio.sleep(0)
-        work = await self.prepare(authentic, dead) if authentic else None
-        return Prepared(batch, work, dead)
-
-    def _authentic(self, batch: Batch, dead: list[dict[str, Any]]) -> Batch:
-        """The records of ``batch`` signed by the expected owner; the others go to ``dead``."""
-        now = datetime.now(UTC)  # wall clock: record timestamps are not covered by signatures
-        out: Batch = {}
-        for tp, records in batch.items():
-            kept = []
-            for rec in records:
-                if rec.value is None:
-                    self.dead_letter(dead, rec, "undecodable", "record has no value (tombstone)")
-                    continue
-                try:
-                    verify_record(self._registry, rec.topic, rec.value, rec.headers, at=now,
-                                  expected_owner=self._expected_owner)
-                except SignatureError as exc:
+        self.stats.verify_seconds += self_seconds
+        dead: list[dict[str, Any]] = []
+        checked = []
+        for rec, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, Refused):
+                if outcome.detail_reason is not None:
                     log.warning("store_consumer.unauthenticated", consumer=self.name,
                                 topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                detail_reason=exc.detail_reason, key_id=exc.key_id)
-                    self.dead_letter(dead, rec, exc.reason, exc.detail)
-                    continue
-                kept.append(rec)
-            if kept:
-                out[tp] = kept
-        return out
+                                detail_reason=outcome.detail_reason, key_id=outcome.key_id)
+                self.dead_letter(dead, rec, outcome.reason, outcome.detail)
+            else:
+                checked.append((rec, outcome))
+        work = await self.prepare(checked, dead) if checked else None
+        return Prepared(batch, work, dead)
 
     async def _commit(self, batch: Batch) -> None:
         """Already committed with the outputs; then publish what the batch put in the outbox."""

@@ -244,6 +244,10 @@ class KeyRegistry:
     def __repr__(self) -> str:
         return f"KeyRegistry({len(self._keys)} keys)"
 
+    def __reduce__(self) -> tuple[type[KeyRegistry], tuple[list[KeyEntry]], dict[str, int]]:
+        # pickled as its public entries, no remembered roots (consumers.checking's process)
+        return KeyRegistry, (self.entries,), {"_verified_max": self._verified_max}
+
     def check_signer(self, signer: Signer, *, at: datetime) -> None:
         """Refuse (UsageError) a signer whose key is not registered for it and valid at ``at``.
 
@@ -308,12 +312,10 @@ class KeyRegistry:
 
     def _verify_root(self, key: _Key, key_id: str, signature: bytes, message: bytes,
                      proof: bytes) -> bool:
-        """Whether ``proof`` leads from the record ``message`` to a root that ``signature``
-        signs; a root verified before is taken from the cache (the cryptographic check
-        only)."""
+        """Whether ``proof`` leads from ``message`` to a root that ``signature`` signs; a root
+        verified before is taken from the cache (only the cryptographic check is saved)."""
         parts = merkle.split_proof(proof)
-        root = None if parts is None else merkle.root_of(merkle.leaf_hash(parts[0], message),
-                                                         parts[1])
+        root = parts and merkle.root_of(merkle.leaf_hash(parts[0], message), parts[1])
         if root is None:
             return False
         seen = (key_id, root, signature)

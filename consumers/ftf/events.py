@@ -58,10 +58,12 @@ class Arrival:
 
     @classmethod
     def delivery(cls, rec: ConsumerRecord, envelope: Mapping[str, Any],
-                 view: dict[str, Any]) -> Arrival:
+                 view: dict[str, Any], fingerprint: str | None = None) -> Arrival:
+        """``fingerprint``: the view's, if already computed (else computed here)."""
         return cls(rec, view["event_id"], envelope["delivery_id"], envelope["version"], view,
                    envelope["payload"], subject_id=str(view["subject"]["id"]),
-                   agency=str(view["agency"]), fingerprint=content_fingerprint(view))
+                   agency=str(view["agency"]),
+                   fingerprint=fingerprint or content_fingerprint(view))
 
     @classmethod
     def retraction_of(cls, rec: ConsumerRecord, r: Mapping[str, Any]) -> Arrival:
