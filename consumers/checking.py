@@ -15,16 +15,21 @@ and public keys, and hands back decoded values: the consumer alone writes, in it
 transaction, so the guarantees are those of one batch at a time whichever runs the check.
 
 The worker ignores SIGINT and SIGTERM: the consumer drains its batch on a stop, then stops
-the worker (:meth:`CheckWorker.stop`). If the worker dies, the call in flight raises
-:class:`CheckWorkerError` (retriable): the consumer fails like on any other crash, having
-written nothing of that batch, and reads it again from its stored offsets after a restart.
+the worker (:meth:`CheckWorker.stop`); and it exits as soon as its consumer's process is gone,
+however that ended (SIGKILL included), instead of lingering. If the worker dies, the call in
+flight raises :class:`CheckWorkerError` (retriable): the consumer fails like on any other
+crash, having written nothing of that batch, and reads it again from its stored offsets after
+a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -109,8 +114,19 @@ _check: list[Check] = []  # the worker process's check, set by _init
 def _init(check: Check) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer stops the worker (module doc)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True,
+                         name="planr-check-parent").start()
     _check.append(check)
     settle_heap()
+
+
+def _exit_with_parent(sentinel: int) -> None:
+    """Once the consumer's process is gone (its sentinel ready), end this one: otherwise it
+    would wait forever for work that a dead pool can no longer send."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _run(items: Sequence[Item]) -> Checked:

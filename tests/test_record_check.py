@@ -6,8 +6,14 @@ check answers in the consumer's process. The expected reasons are written out by
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +27,7 @@ from scenarios.keys import signed
 from schemas.names import DELIVERY
 
 TOPIC = "t.deliver.ftf-db"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -109,3 +116,51 @@ async def test_a_check_worker_left_running_warns(keys):
     with pytest.warns(ResourceWarning, match="unclosed"):
         del worker  # the last reference: its __del__ runs here
     gc.collect()
+
+
+CONSUMER = """
+import asyncio, sys
+from pathlib import Path
+from consumers.checking import CheckWorker, RecordCheck
+from planr.signing import ROUTER, KeyRegistry
+
+async def main():
+    async with CheckWorker(RecordCheck(KeyRegistry.load(Path(sys.argv[1])), ROUTER)) as w:
+        print(w.pid, flush=True)
+        await asyncio.sleep(120)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie that its new parent has not reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_the_checking_process_ends_when_its_consumer_is_killed(keys, tmp_path):
+    script = tmp_path / "consumer.py"
+    script.write_text(CONSUMER)
+    worker = 0
+    with subprocess.Popen([sys.executable, str(script), str(keys.registry_path)],
+                          stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}) as consumer:
+        try:
+            assert consumer.stdout is not None
+            worker = int(consumer.stdout.readline())
+            assert not gone(worker)
+            consumer.kill()  # SIGKILL: no clean-up of any kind in the consumer
+            consumer.wait(timeout=10)
+            deadline = time.monotonic() + 10
+            while not gone(worker) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert gone(worker)
+        finally:
+            consumer.kill()
+            if worker and not gone(worker):  # only if the test failed: leave nothing behind
+                os.kill(worker, signal.SIGKILL)
