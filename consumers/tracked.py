@@ -266,15 +266,15 @@ class TrackedConsumer(ConsumeLoop):
         records = [rec for recs in batch.values() for rec in recs]
         items = [(rec.topic, rec.value, rec.headers) for rec in records]
         if self._worker is not None:
-            outcomes, self_seconds = await self._worker.check(items)
+            outcomes, verifying = await self._worker.check(items)
         else:
-            check, outcomes, self_seconds = self.record_check(), [], 0.0
+            check, outcomes, verifying = self.record_check(), [], 0.0
             for i in range(0, len(items), PREPARE_SLICE):
                 part, seconds = check(items[i : i + PREPARE_SLICE])
                 outcomes += part
-                self_seconds += seconds
+                verifying += seconds
                 await asyncio.sleep(0)
-        self.stats.verify_seconds += self_seconds
+        self.stats.verify_seconds += verifying
         dead: list[dict[str, Any]] = []
         checked = []
         for rec, outcome in zip(records, outcomes, strict=True):
