@@ -140,12 +140,12 @@ class CheckWorker:
     def __init__(self, check: Check) -> None:
         self._check = check
         self._pool: ProcessPoolExecutor | None = None
+        self._pid: int | None = None
 
     @property
     def pid(self) -> int | None:
-        """The worker's process id once started (for operators and tests)."""
-        procs = getattr(self._pool, "_processes", None) or {}
-        return next(iter(procs), None)
+        """The worker's process id while started (for operators and tests)."""
+        return self._pid if self._pool is not None else None
 
     async def start(self) -> None:
         """Start the process and wait until it can check (CheckWorkerError otherwise)."""
@@ -154,18 +154,23 @@ class CheckWorker:
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init, initargs=(self._check,))
         try:
-            await self.check([])
+            self._pid = await self._call(os.getpid)
         except BaseException:
             await self.stop()
             raise
 
-    async def check(self, items: Sequence[Item]) -> Checked:
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._pool is None:
             raise CheckWorkerError("the checking process is not started")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, _run, items)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         except BrokenProcessPool as exc:
             raise CheckWorkerError("the checking process died") from exc
+
+    async def check(self, items: Sequence[Item]) -> Checked:
+        """What the check answers for ``items``, from the process."""
+        checked: Checked = await self._call(_run, items)
+        return checked
 
     async def stop(self) -> None:
         """Stop the process (idempotent); a call in flight is let finish."""
