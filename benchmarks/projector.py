@@ -15,10 +15,11 @@ figures ``sqlite`` and ``postgresql``), and one signature per record (``sqlite_s
 PostgreSQL is measured when ``PLANR_BENCH_PG_URL`` (or ``PLANR_TEST_PG_URL``) names a server
 (any database on it: the benchmark creates and drops its own).
 
-Each figure is measured twice, on fresh databases: as the services run the projector, the
+Each figure is measured twice, on fresh databases: as the service runs the projector, the
 records checked (signature, decoding) in a process of its own while the batch before is
 written (``check_process``, :mod:`consumers.checking`: ``sqlite``), then checked in the
-projector's own process (``sqlite_in_process``). Besides events per second, each reports the
+projector's own process (``sqlite_in_process``). The inbox benchmark does the same (its
+service checks in process). Besides events per second, each reports the
 share of the run spent verifying the records' signatures (``<figure>_verify_share``, in the
 checking process for the first) and, checked in process, the rate the rest of the projector
 would reach with verification free (``<figure>_without_verify``).

@@ -184,7 +184,7 @@ def inboxes(
                         kinds=[DEAD_LETTER_KIND])
         service = InboxService(conn=conn, db=db, topics=c.topics, codec=Codec(),
                                metrics=metrics, registry=registry, recipients=chosen,
-                               outbox=outbox, check_process=c.settings.check_process)
+                               outbox=outbox)
         await serve_store(service, outbox, until_idle, "inboxes")
 
     c.with_db("inboxes", work)

@@ -66,9 +66,9 @@ class Settings(BaseSettings):
     )
     check_process: bool = Field(
         default=True,
-        description="Check signatures and decode the records of the common-database projector "
-                    "and the inbox service in a process of their own, on another core, while "
-                    "the consumer writes; false: in the consumer's process.",
+        description="The common-database projector checks signatures and decodes its records "
+                    "in a process of its own, on another core, while it writes; false: in its "
+                    "own process.",
     )
     signing_key: Path | None = Field(
         default=None,

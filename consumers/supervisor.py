@@ -61,8 +61,9 @@ async def start_store_services(
 ) -> StoreServices:
     """Start the projector (on the common database) and every inbox consumer (on the inboxes'
     store), each with its outbox (signing with the service's own key), on ``stack`` (which
-    stops them in reverse order); ``check_process``: each checks its records in a process of
-    its own (:mod:`consumers.checking`)."""
+    stops them in reverse order); ``check_process``: the projector checks its records in a
+    process of its own (:mod:`consumers.checking`; the inbox service does not: on this
+    project's 2-core machine it gained nothing, see docs/benchmarks.md)."""
     services: list[TrackedConsumer] = []
     outbox = await stack.enter_async_context(
         Outbox(conn=conn, topics=topics, metrics=metrics, signer=projector_signer))
@@ -75,5 +76,5 @@ async def start_store_services(
                kinds=[DEAD_LETTER_KIND]))
     services.append(await stack.enter_async_context(
         InboxService(conn=conn, db=inbox_db, topics=topics, codec=codec, metrics=metrics,
-                     registry=registry, outbox=outbox, check_process=check_process)))
+                     registry=registry, outbox=outbox)))
     return StoreServices(services)
