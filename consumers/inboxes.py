@@ -99,6 +99,7 @@ class InboxService(TrackedConsumer):
             if r.cls not in INBOX_CLASSES:
                 raise PlanrError(f"{r} has no durable inbox")
         self._by_topic = {topics.delivery(r): r for r in chosen}
+        self._recipient_of = {topic: str(r) for topic, r in self._by_topic.items()}
         super().__init__(name=INBOXES, conn=conn, db=db, codec=codec, metrics=metrics,
                          topics=list(self._by_topic), registry=registry, outbox=outbox,
                          max_batch=max_batch, check_process=check_process)
@@ -117,12 +118,12 @@ class InboxService(TrackedConsumer):
         for i, (rec, (row, retraction)) in enumerate(checked, 1):
             if i % PREPARE_SLICE == 0:
                 await asyncio.sleep(0)  # let the write in progress go on
-            if row["recipient"] != str(self._by_topic[rec.topic]):
+            if row["recipient"] != self._recipient_of[rec.topic]:
                 self.dead_letter(dead, rec, "recipient_mismatch",
                                  "delivery addressed to another recipient")
                 continue
-            out.append((rec, {**row, "topic_partition": rec.partition,
-                              "topic_offset": rec.offset}, retraction))
+            row["topic_partition"], row["topic_offset"] = rec.partition, rec.offset  # its own
+            out.append((rec, row, retraction))
         return out
 
     async def handle(self, conn: AsyncConnection,

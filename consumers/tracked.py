@@ -112,6 +112,7 @@ class TrackedConsumer(ConsumeLoop):
         self.name = name
         self._check_process = check_process
         self._worker: CheckWorker | None = None
+        self._check: Check | None = None  # record_check(), built once for checks in process
         self._registry = registry
         self._expected_owner = expected_owner
         self._db = db
@@ -268,7 +269,9 @@ class TrackedConsumer(ConsumeLoop):
         if self._worker is not None:
             outcomes, verifying = await self._worker.check(items)
         else:
-            check, outcomes, verifying = self.record_check(), [], 0.0
+            if self._check is None:
+                self._check = self.record_check()
+            check, outcomes, verifying = self._check, [], 0.0
             for i in range(0, len(items), PREPARE_SLICE):
                 part, seconds = check(items[i : i + PREPARE_SLICE])
                 outcomes += part
